@@ -1,0 +1,27 @@
+"""The one protocol every backend implements: compute tiles, report each as it completes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from tilewise._stages import TileJob
+from tilewise.grid import Tile
+
+#: A finished tile and, when the job has no sink, its core result.
+Completed = tuple[Tile, "np.ndarray | None"]
+
+
+class Executor(Protocol):
+    """Runs :func:`tilewise._stages.run_tile` somewhere; backends differ only in where.
+
+    ``run`` yields each tile as it completes, in the caller's thread, so the
+    caller alone drives progress bars and journals. The first ``TileError``
+    stops the run: tiles not yet started are dropped and the error is raised.
+    """
+
+    def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]: ...
+
+    def close(self) -> None: ...
