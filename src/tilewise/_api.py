@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -11,10 +12,10 @@ from numpy.typing import DTypeLike
 from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
 from tilewise._stages import TileJob
-from tilewise.errors import ArgumentError, ArgumentTypeError
+from tilewise.errors import ArgumentTypeError
 from tilewise.executors import Executor, make_executor
 from tilewise.grid import Grid
-from tilewise.io import ArraySink, ArraySource, Source
+from tilewise.io import ArraySink, Source, open_sink, open_source
 from tilewise.io.base import image_shape
 
 
@@ -107,7 +108,7 @@ def map_tiles(
     """
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
-    source = _open_source(image)
+    source = open_source(image)
     plan = make_plan(
         tile=tile,
         halo=halo,
@@ -121,7 +122,7 @@ def map_tiles(
         image_dtype=source.dtype,
         default_backend="threads",
     )
-    sink = None if out is None else _output_sink(out, source)
+    sink = None if out is None else open_sink(out, source)
     grid = Grid(
         shape=image_shape(source), tile=plan.tile, halo=plan.halo, clip_halo=plan.boundary == "none"
     )
@@ -156,56 +157,11 @@ def _run(
             # The output's dtype and extra dimensions come from the first real result.
             first, core = next(iter(executor.run(job, tiles[:1])))
             assert core is not None
-            sink = ArraySink(np.empty(image_shape(source) + core.shape[2:], dtype=core.dtype))
+            sink = executor.allocate(image_shape(source) + core.shape[2:], core.dtype)
             sink.write(first.y, first.x, core)
             bar.update()
-            job = TileJob(
-                func=func,
-                source=source,
-                sink=sink,
-                boundary=plan.boundary,
-                cval=plan.cval,
-                pass_tile=plan.pass_tile,
-                dtype=plan.dtype,
-                trailing=core.shape[2:],
-            )
+            job = replace(job, sink=sink, trailing=core.shape[2:])
             tiles = tiles[1:]
         for _ in executor.run(job, tiles):
             bar.update()
     return sink.array
-
-
-def _open_source(image: Any) -> Source:
-    if not isinstance(image, np.ndarray):
-        raise ArgumentTypeError(
-            f"image={_short(image)}: must be a numpy array of shape (H, W) or (H, W, C)"
-        )
-    if image.ndim not in (2, 3) or 0 in image.shape:
-        raise ArgumentError(
-            f"image with shape {image.shape}: must be a non-empty (H, W) or (H, W, C) array"
-        )
-    if image.dtype.hasobject:
-        raise ArgumentError(f"image with dtype {image.dtype}: object arrays are not supported")
-    return ArraySource(image)
-
-
-def _output_sink(out: Any, source: Source) -> ArraySink:
-    if not isinstance(out, np.ndarray):
-        raise ArgumentTypeError(f"out={_short(out)}: must be a numpy array or None")
-    if out.ndim < 2 or out.shape[:2] != source.shape[:2]:
-        raise ArgumentError(
-            f"out with shape {out.shape}: its first two dimensions must be the image's "
-            f"{source.shape[:2]}"
-        )
-    if not out.flags.writeable:
-        raise ArgumentError("out: the array is read-only")
-    if isinstance(source, ArraySource) and np.shares_memory(out, source.array):
-        raise ArgumentError(
-            "out: shares memory with image; writing a tile would change its neighbours' halos"
-        )
-    return ArraySink(out)
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else f"{text[:57]}..."

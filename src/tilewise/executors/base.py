@@ -9,6 +9,7 @@ import numpy as np
 
 from tilewise._stages import TileJob
 from tilewise.grid import Tile
+from tilewise.io import ArraySink
 
 #: A finished tile and, when the job has no sink, its core result.
 Completed = tuple[Tile, "np.ndarray | None"]
@@ -21,6 +22,10 @@ class Executor(Protocol):
     caller alone drives progress bars and journals. The first ``TileError``
     stops the run: tiles not yet started are dropped and the error is raised.
     """
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
+        """A new output array that this backend's workers can write into."""
+        ...
 
     def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]: ...
 

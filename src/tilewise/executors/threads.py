@@ -10,6 +10,7 @@ import numpy as np
 from tilewise._stages import TileJob, run_tile
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
+from tilewise.io import ArraySink
 
 #: Tiles submitted but not finished, per worker: enough to keep every thread
 #: busy, few enough that a failure stops the run promptly.
@@ -20,6 +21,9 @@ class ThreadExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilewise")
+
+    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
+        return ArraySink(np.empty(shape, dtype))
 
     def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         pending = iter(tiles)

@@ -8,5 +8,6 @@ nothing of tiles, halos or processes.
 
 from tilewise.io.array import ArraySink, ArraySource
 from tilewise.io.base import Sink, Source
+from tilewise.io.open import open_sink, open_source
 
-__all__ = ["ArraySink", "ArraySource", "Sink", "Source"]
+__all__ = ["ArraySink", "ArraySource", "Sink", "Source", "open_sink", "open_source"]
