@@ -1,6 +1,7 @@
 """Run a function over the tiles, or every pixel, of a large 2-D array on every core."""
 
 from tilewise._api import map_tiles
+from tilewise._pixelwise import pixelwise
 from tilewise.errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -22,5 +23,6 @@ __all__ = [
     "TilewiseError",
     "WorkerDiedError",
     "map_tiles",
+    "pixelwise",
 ]
 __version__ = "0.1.0"

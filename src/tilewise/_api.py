@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import DTypeLike
 
+from tilewise._pixelwise import Pixelwise
 from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
 from tilewise._stages import TileJob
-from tilewise.errors import ArgumentTypeError
+from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.executors import Executor, make_executor
 from tilewise.grid import Grid
-from tilewise.io import ArraySink, Source, open_sink, open_source
+from tilewise.io import ArraySink, Sink, Source, is_path, open_output, open_sink, open_source
 from tilewise.io.base import image_shape
+from tilewise.io.open import short_repr
+from tilewise.journal import ResumableRun, run_identity
 
 
 def map_tiles(
@@ -24,16 +29,22 @@ def map_tiles(
     image: Any,
     *,
     tile: int | tuple[int, int] = 512,
-    halo: int | tuple[int, int] = 0,
+    halo: int | tuple[int, int] | None = None,
     boundary: str = "reflect",
     cval: float = 0.0,
     dtype: DTypeLike | None = None,
     workers: int | None = None,
     backend: str | None = None,
     pass_tile: bool = False,
-    out: np.ndarray | None = None,
+    out: np.ndarray | str | os.PathLike[str] | Any | None = None,
     progress: bool = False,
-) -> np.ndarray:
+    start_method: str | None = None,
+    retries: int = 2,
+    timeout: float | None = None,
+    resume: bool = False,
+    client: Any = None,
+    scheduler: str | None = None,
+) -> Any:
     """Apply ``func`` to every tile of ``image`` and assemble the result.
 
     The result never depends on ``tile``, ``workers`` or ``backend``: for a
@@ -48,14 +59,18 @@ def map_tiles(
         receives a tile plus its halo as a read-only array and returns an
         array whose first two dimensions are the block's (the halo is then
         trimmed off) or the core tile's. Further dimensions must agree
-        between tiles.
-    image : numpy.ndarray
-        Shape (H, W) or (H, W, C), any dtype and memory layout.
+        between tiles. Or a :func:`~tilewise.pixelwise` kernel, run over
+        the core pixels of each tile.
+    image : numpy.ndarray, zarr.Array or path
+        Shape (H, W) or (H, W, C), any dtype and memory layout; or the path
+        of a ``.npy``, ``.tif``/``.tiff``, ``.zarr``, ``.png`` or ``.jpg``
+        file, read window by window (PNG and JPEG are decoded whole).
     tile : int or (int, int)
         Core tile size in (rows, cols); tiles on the bottom and right edges
         are smaller.
-    halo : int or (int, int)
-        Context pixels given to ``func`` on each side of a tile.
+    halo : int or (int, int), optional
+        Context pixels given to ``func`` on each side of a tile; by default
+        0, or a pixelwise kernel's radius (a smaller halo is an error).
     boundary : {"reflect", "mirror", "nearest", "wrap", "constant", "none"}
         How context beyond the image edge is filled, with the semantics of
         ``scipy.ndimage``'s modes; ``"none"`` gives edge tiles only the
@@ -66,21 +81,57 @@ def map_tiles(
         Output dtype; by default that of the first tile's result.
     workers : int, optional
         Tiles computed at once; by default the CPUs this process may use.
-    backend : {"threads", "serial"}, optional
-        Where tiles run; ``"threads"`` suits functions that release the GIL.
+        With ``"dask"``: the workers of the ``LocalCluster`` started when no
+        cluster is given, or at most this many threads of a cluster given
+        (by default all of them).
+    backend : {"processes", "threads", "serial", "dask"}, optional
+        Where tiles run. ``"processes"`` (the default for plain functions)
+        runs pure-Python code on every core, with the image and result in
+        shared memory; ``"threads"`` suits functions that release the GIL
+        (numpy, scipy, compiled kernels); ``"dask"`` runs each tile as a Dask
+        distributed task (see ``client`` and ``scheduler``), the default
+        when either is given.
     pass_tile : bool
         Call ``func(block, tile)`` with the :class:`~tilewise.Tile`.
-    out : numpy.ndarray, optional
+    out : numpy.ndarray, zarr.Array or path, optional
         Write into this array (first two dimensions those of ``image``)
-        instead of a new one.
+        instead of a new one; a zarr array's chunks must not straddle tiles.
+        A path (``.npy``, ``.tif``, ``.zarr``, ``.png``, ``.jpg``) is written
+        tile by tile by the workers, with nothing whole-image in memory:
+        peak memory is about ``workers`` x 2 (tiles in flight) x the
+        block's bytes in and out, whatever the image size. The file appears
+        at ``out`` only once complete (see :mod:`tilewise.journal`).
     progress : bool
         Show a progress bar (tiles, rate, ETA) on stderr.
+    start_method : {"fork", "spawn", "forkserver"}, optional
+        How ``"processes"`` starts its workers; by default the process-wide
+        :mod:`multiprocessing` start method. Worker processes and shared
+        memory are kept for the next call;
+        ``tilewise.executors.processes.shutdown()`` frees them (done at exit).
+    retries : int
+        With ``"processes"``: how many more times a tile is tried when the
+        worker process running it dies (segfault, ``os._exit``, out of memory).
+    timeout : float, optional
+        With ``"processes"``: seconds a tile may run; a tile that runs longer
+        has its worker killed and fails the run.
+    resume : bool
+        With a path ``out``: finish an interrupted run, computing only the
+        tiles its journal does not record; refused, saying why, when the
+        input, function, tile, halo, boundary or dtype changed.
+    client : distributed.Client, optional
+        With ``"dask"``: the cluster to run on. Without ``client`` or
+        ``scheduler``, the current default client, or else a ``LocalCluster``
+        of this machine's CPUs, started and closed with the call. Files are
+        read and written by the workers: they must see the same paths.
+    scheduler : str, optional
+        With ``"dask"``: the address of the cluster's scheduler,
+        ``"tcp://HOST:PORT"`` (or ``"tls://..."``, with Dask's TLS settings).
 
     Returns
     -------
-    numpy.ndarray
+    numpy.ndarray, zarr.Array or pathlib.Path
         Shape (H, W) plus the extra dimensions of ``func``'s results; ``out``
-        when given.
+        when given (as a :class:`~pathlib.Path` for a file).
 
     Raises
     ------
@@ -88,6 +139,9 @@ def map_tiles(
         A bad argument, before any tile runs (also ``ValueError``/``TypeError``).
     tilewise.TileError
         ``func`` failed or returned a wrong shape on a tile, which it names.
+    tilewise.WorkerDiedError, tilewise.TileTimeoutError
+        With ``"processes"`` or ``"dask"``: a tile killed its worker on every
+        attempt; with ``"processes"``: a tile ran past ``timeout``.
 
     Examples
     --------
@@ -109,6 +163,9 @@ def map_tiles(
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
     source = open_source(image)
+    kernel = func if isinstance(func, Pixelwise) else None
+    if halo is None:
+        halo = 0 if kernel is None else kernel.radius
     plan = make_plan(
         tile=tile,
         halo=halo,
@@ -120,27 +177,71 @@ def map_tiles(
         pass_tile=pass_tile,
         progress=progress,
         image_dtype=source.dtype,
-        default_backend="threads",
+        default_backend=default_backend(func),
+        start_method=start_method,
+        retries=retries,
+        timeout=timeout,
+        resume=resume,
+        client=client,
+        scheduler=scheduler,
     )
-    sink = None if out is None else open_sink(out, source)
+    if kernel is not None:
+        func, plan = kernel.for_tiles(plan, source.dtype, len(source.shape))
+    output = open_output(out) if is_path(out) else None
+    if plan.resume and output is None:
+        raise ArgumentError(f"resume=True: needs out= a file path, not {short_repr(out)}")
+    sink = None if out is None or output is not None else open_sink(out, source, plan.tile)
     grid = Grid(
         shape=image_shape(source), tile=plan.tile, halo=plan.halo, clip_halo=plan.boundary == "none"
     )
-    executor = make_executor(plan.backend, plan.workers)
-    try:
-        return _run(func, source, sink, plan, grid, executor)
-    finally:
-        executor.close()
+    run = None
+    if output is not None:
+        identity = run_identity(source, func if kernel is None else kernel, plan)
+        run = ResumableRun(output, identity, plan.resume, plan.tile)
+    # A file run holds the output's lock until its workers have stopped.
+    with run if run is not None else contextlib.nullcontext():
+        executor = make_executor(
+            plan.backend,
+            None if plan.workers is None else min(plan.workers, len(grid)),
+            start_method=plan.start_method,
+            retries=plan.retries,
+            timeout=plan.timeout,
+            client=plan.client,
+            scheduler=plan.scheduler,
+        )
+        try:
+            if run is not None:
+                _run(func, executor.share(source), run.sink, plan, grid, executor, run)
+                return run.output.path
+            shared_sink = None if sink is None else executor.share_sink(sink)
+            result = _run(func, executor.share(source), shared_sink, plan, grid, executor)
+            if sink is not None and shared_sink is not sink:
+                # Workers wrote into shared memory; the caller's own array gets one copy.
+                np.copyto(cast(ArraySink, sink).array, cast(ArraySink, result).array)
+            return cast(ArraySink, result).array if out is None else out
+        finally:
+            executor.close()
+
+
+def default_backend(func: Callable[..., Any]) -> str:
+    """SPEC section 2: ``"processes"`` for plain functions, as Python code holds the GIL.
+
+    A kernel that releases the GIL (a compiled ``pixelwise`` kernel) names its
+    own default in a ``tilewise_backend`` attribute.
+    """
+    return str(getattr(func, "tilewise_backend", "processes"))
 
 
 def _run(
     func: Callable[..., Any],
     source: Source,
-    sink: ArraySink | None,
+    sink: Sink | None,
     plan: Plan,
     grid: Grid,
     executor: Executor,
-) -> np.ndarray:
+    run: ResumableRun | None = None,
+) -> Sink:
+    """Compute every tile (but those ``run`` has done) and return the sink written."""
     job = TileJob(
         func=func,
         source=source,
@@ -151,17 +252,25 @@ def _run(
         dtype=plan.dtype,
         trailing=None if sink is None else sink.shape[2:],
     )
-    tiles = list(grid)
+    tiles = [tile for tile in grid if run is None or tile.index not in run.done]
     with progress_bar(len(tiles), plan.progress) as bar:
         if sink is None:
             # The output's dtype and extra dimensions come from the first real result.
             first, core = next(iter(executor.run(job, tiles[:1])))
             assert core is not None
-            sink = executor.allocate(image_shape(source) + core.shape[2:], core.dtype)
+            shape = image_shape(source) + core.shape[2:]
+            if run is None:
+                sink = executor.allocate(shape, core.dtype)
+            else:
+                sink = run.create(shape, core.dtype)
             sink.write(first.y, first.x, core)
+            if run is not None:
+                run.tile_done(first)
             bar.update()
             job = replace(job, sink=sink, trailing=core.shape[2:])
             tiles = tiles[1:]
-        for _ in executor.run(job, tiles):
+        for tile, _ in executor.run(job, tiles):
+            if run is not None:
+                run.tile_done(tile)  # its worker wrote it; the journal records it once on disk
             bar.update()
-    return sink.array
+    return sink

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
 import numbers
 import os
 from dataclasses import dataclass
@@ -10,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
+from tilewise._optional import import_optional
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
 
 BACKENDS: tuple[str, ...] = ("processes", "threads", "serial", "dask")
-IMPLEMENTED_BACKENDS: tuple[str, ...] = ("threads", "serial")
+IMPLEMENTED_BACKENDS: tuple[str, ...] = ("processes", "threads", "serial", "dask")
+#: How ``scheduler=`` addresses start: the Dask comms that go by host and port.
+SCHEDULER_PROTOCOLS: tuple[str, ...] = ("tcp", "tls")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +30,16 @@ class Plan:
     boundary: str
     cval: float
     dtype: np.dtype | None
-    workers: int
+    workers: int | None  # None only with "dask": every thread of the cluster
     backend: str
     pass_tile: bool
     progress: bool
+    start_method: str | None = None  # processes: None is the process-wide default
+    retries: int = 2  # processes: new attempts for a tile whose worker died
+    timeout: float | None = None  # processes: seconds a tile may run before it fails
+    resume: bool = False  # file outputs: skip the tiles a journalled run completed
+    client: Any = None  # dask: the distributed.Client to run on
+    scheduler: str | None = None  # dask: the address of the scheduler to connect to
 
 
 def available_cpus() -> int:
@@ -54,18 +64,33 @@ def make_plan(
     progress: Any,
     image_dtype: np.dtype,
     default_backend: str,
+    start_method: Any = None,
+    retries: Any = 2,
+    timeout: Any = None,
+    resume: Any = False,
+    client: Any = None,
+    scheduler: Any = None,
 ) -> Plan:
     boundary = _choice("boundary", boundary, BOUNDARIES)
+    if backend is None:  # a cluster named is a cluster to use
+        backend = "dask" if client is not None or scheduler is not None else default_backend
+    backend = _backend(backend)
     return Plan(
         tile=_pair("tile", tile, minimum=1),
         halo=_pair("halo", halo, minimum=0),
         boundary=boundary,
         cval=_cval(cval, image_dtype, boundary),
         dtype=_dtype(dtype),
-        workers=available_cpus() if workers is None else _integer("workers", workers, 1),
-        backend=_backend(default_backend if backend is None else backend),
+        workers=_workers(workers, backend),
+        backend=backend,
         pass_tile=_flag("pass_tile", pass_tile),
         progress=_flag("progress", progress),
+        start_method=_start_method(start_method),
+        retries=_integer("retries", retries, 0),
+        timeout=_timeout(timeout, backend),
+        resume=_flag("resume", resume),
+        client=_client(client, scheduler, backend),
+        scheduler=None if scheduler is None else _dask_only("scheduler", scheduler, backend),
     )
 
 
@@ -109,6 +134,85 @@ def _backend(value: Any) -> str:
     return backend
 
 
+def _workers(value: Any, backend: str) -> int | None:
+    if value is None:
+        return None if backend == "dask" else available_cpus()
+    return _integer("workers", value, 1)
+
+
+def _dask_only(name: str, value: Any, backend: str) -> Any:
+    if backend != "dask":
+        raise ArgumentError(f"{name}={value!r}: only for backend='dask' (backend={backend!r})")
+    return scheduler_address(value) if name == "scheduler" else value
+
+
+def scheduler_address(value: Any) -> str:
+    """A Dask scheduler's address, ``tcp://HOST:PORT`` or ``tls://HOST:PORT``.
+
+    >>> scheduler_address("tcp://10.0.0.5:8786")
+    'tcp://10.0.0.5:8786'
+    >>> scheduler_address("10.0.0.5:8786")
+    Traceback (most recent call last):
+    ...
+    tilewise.errors.ArgumentError: scheduler='10.0.0.5:8786': expected an address like 'tcp://HOST:PORT' or 'tls://HOST:PORT'
+    """  # noqa: E501
+    if not isinstance(value, str):
+        raise ArgumentTypeError(f"scheduler={value!r}: must be an address like 'tcp://HOST:PORT'")
+    protocol, sep, location = value.partition("://")
+    host, colon, port = location.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # IPv6
+    if (
+        not sep
+        or protocol not in SCHEDULER_PROTOCOLS
+        or not colon
+        or not host
+        or any(c in host for c in "/ ")
+        or not port.isdigit()
+        or not 0 < int(port) < 65536
+    ):
+        options = " or ".join(f"'{p}://HOST:PORT'" for p in SCHEDULER_PROTOCOLS)
+        raise ArgumentError(f"scheduler={value!r}: expected an address like {options}")
+    return value
+
+
+def _client(client: Any, scheduler: Any, backend: str) -> Any:
+    if client is None:
+        return None
+    _dask_only("client", client, backend)
+    if scheduler is not None:
+        raise ArgumentError(
+            f"client={client!r}, scheduler={scheduler!r}: give one or the other; the client "
+            "already names its scheduler"
+        )
+    distributed = import_optional("distributed", "client=")
+    if not isinstance(client, distributed.Client):
+        raise ArgumentTypeError(f"client={client!r}: must be a distributed.Client")
+    if client.status != "running":
+        raise ArgumentError(f"client={client!r}: is {client.status}; pass a running client")
+    return client
+
+
+def _start_method(value: Any) -> str | None:
+    if value is None:
+        return None
+    return _choice("start_method", value, tuple(multiprocessing.get_all_start_methods()))
+
+
+def _timeout(value: Any, backend: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"timeout={value!r}: must be a number of seconds or None")
+    if not float(value) > 0:
+        raise ArgumentError(f"timeout={value!r}: must be a positive number of seconds")
+    if backend != "processes":
+        raise ArgumentError(
+            f"timeout={value!r}: only backend='processes' can stop a running tile "
+            f"(backend={backend!r})"
+        )
+    return float(value)
+
+
 def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise ArgumentTypeError(f"{name}={value!r}: must be True or False")
@@ -128,16 +232,27 @@ def _dtype(value: Any) -> np.dtype | None:
 
 
 def _cval(value: Any, image_dtype: np.dtype, boundary: str) -> float:
-    """cval must survive the round trip through the image's dtype, as the padding stores it."""
+    """cval as the padding stores it, in the image's dtype: rounded at most, never changed.
+
+    A float image rounds cval to its precision (as ``numpy.pad`` does) but must
+    not overflow to inf; any other dtype must hold cval exactly.
+    """
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise ArgumentTypeError(f"cval={value!r}: must be a real number")
     if boundary == "constant":
+        # A Python number, so that np.float64(0.1) and 0.1 are judged alike.
+        number: Any = value.item() if isinstance(value, np.generic) else value
         with np.errstate(invalid="ignore", over="ignore"):
-            stored = np.array(value).astype(image_dtype)
-        same = bool(stored == value) or (math.isnan(value) and bool(np.isnan(stored)))
+            stored = np.array(number).astype(image_dtype)
+        if image_dtype.kind in "fc":
+            same = bool(np.isfinite(stored)) or not math.isfinite(number)
+        else:
+            same = bool(stored.item() == number)
         if not same:
             raise ArgumentError(
                 f"cval={value!r}: cannot be stored in the image's dtype {image_dtype} "
                 f"(it would become {stored.item()!r}); convert the image first"
             )
+        if image_dtype.kind not in "fc":
+            return int(number)  # exact: a float would round integers beyond 2**53
     return float(value)

@@ -21,6 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from tilewise.grid import Tile
 
 
@@ -50,7 +52,17 @@ class TileError(TilewiseError):
 
 
 class WorkerDiedError(TileError):
-    """The worker process running a tile died, on every attempt allowed."""
+    """The worker process running a tile died, on every attempt allowed.
+
+    ``deaths`` says how, attempt by attempt: ``"killed by SIGSEGV"``, ``"exit code 3"``.
+    """
+
+    def __init__(self, tile: Tile, message: str, deaths: Sequence[str] = ()) -> None:
+        super().__init__(tile, message)
+        self.deaths = tuple(deaths)
+
+    def __reduce__(self) -> tuple[type, tuple[Tile, str, tuple[str, ...]]]:  # type: ignore[override]
+        return (type(self), (self.tile, self.reason, self.deaths))
 
 
 class TileTimeoutError(TileError):

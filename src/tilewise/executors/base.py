@@ -9,7 +9,7 @@ import numpy as np
 
 from tilewise._stages import TileJob
 from tilewise.grid import Tile
-from tilewise.io import ArraySink
+from tilewise.io import ArraySink, Sink, Source
 
 #: A finished tile and, when the job has no sink, its core result.
 Completed = tuple[Tile, "np.ndarray | None"]
@@ -22,6 +22,14 @@ class Executor(Protocol):
     caller alone drives progress bars and journals. The first ``TileError``
     stops the run: tiles not yet started are dropped and the error is raised.
     """
+
+    def share(self, source: Source) -> Source:
+        """``source`` made readable by this backend's workers (the same one for threads)."""
+        ...
+
+    def share_sink(self, sink: Sink) -> Sink:
+        """A sink this backend's workers can write: ``sink`` itself, or one to copy from."""
+        ...
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
         """A new output array that this backend's workers can write into."""

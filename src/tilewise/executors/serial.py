@@ -9,10 +9,16 @@ import numpy as np
 from tilewise._stages import TileJob, run_tile
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
-from tilewise.io import ArraySink
+from tilewise.io import ArraySink, Sink, Source
 
 
 class SerialExecutor:
+    def share(self, source: Source) -> Source:
+        return source
+
+    def share_sink(self, sink: Sink) -> Sink:
+        return sink
+
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
         return ArraySink(np.empty(shape, dtype))
 

@@ -10,7 +10,7 @@ import numpy as np
 from tilewise._stages import TileJob, run_tile
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
-from tilewise.io import ArraySink
+from tilewise.io import ArraySink, Sink, Source
 
 #: Tiles submitted but not finished, per worker: enough to keep every thread
 #: busy, few enough that a failure stops the run promptly.
@@ -21,6 +21,12 @@ class ThreadExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilewise")
+
+    def share(self, source: Source) -> Source:
+        return source  # threads read the caller's memory
+
+    def share_sink(self, sink: Sink) -> Sink:
+        return sink
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
         return ArraySink(np.empty(shape, dtype))

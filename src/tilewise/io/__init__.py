@@ -1,13 +1,30 @@
 """Where tiles are read from (sources) and written to (sinks).
 
 A :class:`Source` reads any window of the image; a :class:`Sink` writes any
-window of the output. Both pickle small, so a worker process or a cluster
-node can open its own and read or write its tiles directly. They know
-nothing of tiles, halos or processes.
+window of the output. Both pickle small (a path and a description of the
+file's layout), so a worker process or a cluster node opens its own file
+and reads or writes its own tiles: nothing whole-image passes through the
+parent. They know nothing of tiles, halos or processes.
+
+Formats, by suffix: ``.npy`` (memory-mapped), ``.tif``/``.tiff``
+(tifffile), ``.zarr`` (zarr-python 3, local stores), ``.png``/``.jpg``
+(Pillow; small images only, decoded whole). A file output is written to
+``OUTPUT.tilewise-partial`` and renamed to ``OUTPUT`` once complete.
 """
 
 from tilewise.io.array import ArraySink, ArraySource
-from tilewise.io.base import Sink, Source
-from tilewise.io.open import open_sink, open_source
+from tilewise.io.base import FileOutput, FileSink, Sink, Source
+from tilewise.io.open import is_path, open_output, open_sink, open_source
 
-__all__ = ["ArraySink", "ArraySource", "Sink", "Source", "open_sink", "open_source"]
+__all__ = [
+    "ArraySink",
+    "ArraySource",
+    "FileOutput",
+    "FileSink",
+    "Sink",
+    "Source",
+    "is_path",
+    "open_output",
+    "open_sink",
+    "open_source",
+]

@@ -1,45 +1,147 @@
-"""Turn what the user passed as ``image`` and ``out`` into a Source and a Sink, checked."""
+"""Turn what the user passed as ``image`` and ``out`` into a Source, a Sink or a FileOutput.
+
+The format of a file comes from its suffix (a folder is a Zarr store).
+Files are only inspected here (shape, dtype, layout); whichever process
+reads or writes a window opens its own handle.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from pathlib import Path
+from typing import Any, TypeGuard
 
 import numpy as np
 
 from tilewise.errors import ArgumentError, ArgumentTypeError
+from tilewise.io._files import OutputFile, check_exists, check_writable_parent
 from tilewise.io.array import ArraySink, ArraySource
-from tilewise.io.base import Source
+from tilewise.io.base import Sink, Source
+from tilewise.io.image import ImageOutput, ImageSource
+from tilewise.io.npy import NpyOutput, NpySource
+from tilewise.io.tiff import TiffOutput, TiffSource
+from tilewise.io.zarr import ZarrOutput, ZarrSink, ZarrSource, check_tile_aligned, is_zarr_array
+
+#: Readable suffixes and the source class of each.
+SOURCES: dict[str, type[Source]] = {
+    ".npy": NpySource,
+    ".tif": TiffSource,
+    ".tiff": TiffSource,
+    ".png": ImageSource,
+    ".jpg": ImageSource,
+    ".jpeg": ImageSource,
+}
+#: Writable suffixes and the output class of each.
+OUTPUTS: dict[str, type[OutputFile]] = {
+    ".npy": NpyOutput,
+    ".tif": TiffOutput,
+    ".tiff": TiffOutput,
+    ".zarr": ZarrOutput,
+    ".png": ImageOutput,
+    ".jpg": ImageOutput,
+    ".jpeg": ImageOutput,
+}
+
+
+def is_path(value: Any) -> TypeGuard[str | os.PathLike[str]]:
+    return isinstance(value, (str, os.PathLike))
 
 
 def open_source(image: Any) -> Source:
-    if not isinstance(image, np.ndarray):
+    """A checked source for a numpy array, a zarr array or a path to an image file.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> open_source(np.zeros((4, 5, 3), np.uint8)).shape
+    (4, 5, 3)
+    >>> open_source("scan.bmp")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: image='scan.bmp': no such file or folder
+    """
+    if is_path(image):
+        source = _source_from_path(Path(image))
+        what = f"image={str(image)!r}"
+    elif is_zarr_array(image):
+        source, what = ZarrSource(image), "image"
+    elif isinstance(image, np.ndarray):
+        source, what = ArraySource(image), "image"
+    else:
         raise ArgumentTypeError(
-            f"image={short_repr(image)}: must be a numpy array of shape (H, W) or (H, W, C)"
+            f"image={short_repr(image)}: must be a numpy array of shape (H, W) or (H, W, C), "
+            "a zarr array, or the path of a .npy, .tif, .zarr, .png or .jpg file"
         )
-    if image.ndim not in (2, 3) or 0 in image.shape:
+    if len(source.shape) not in (2, 3) or 0 in source.shape:
         raise ArgumentError(
-            f"image with shape {image.shape}: must be a non-empty (H, W) or (H, W, C) array"
+            f"{what} with shape {source.shape}: must be a non-empty (H, W) or (H, W, C) array"
         )
-    if image.dtype.hasobject:
-        raise ArgumentError(f"image with dtype {image.dtype}: object arrays are not supported")
-    return ArraySource(image)
+    if source.dtype.hasobject:
+        raise ArgumentError(f"{what} with dtype {source.dtype}: object arrays are not supported")
+    return source
 
 
-def open_sink(out: Any, source: Source) -> ArraySink:
-    if not isinstance(out, np.ndarray):
-        raise ArgumentTypeError(f"out={short_repr(out)}: must be a numpy array or None")
-    if out.ndim < 2 or out.shape[:2] != source.shape[:2]:
+def _source_from_path(path: Path) -> Source:
+    check_exists(path, "image")
+    if path.is_dir():
+        if not ((path / "zarr.json").is_file() or (path / ".zarray").is_file()):
+            raise ArgumentError(f"image={str(path)!r}: a folder, but not a Zarr array store")
+        return ZarrSource(path=path)
+    source_type = SOURCES.get(path.suffix.lower())
+    if source_type is None:
         raise ArgumentError(
-            f"out with shape {out.shape}: its first two dimensions must be the image's "
+            f"image={str(path)!r}: unknown image format {path.suffix!r}; tilewise reads "
+            f"{', '.join(SOURCES)} files and .zarr stores"
+        )
+    return source_type(path)  # type: ignore[call-arg]
+
+
+def open_output(out: str | os.PathLike[str]) -> OutputFile:
+    """The output file ``out`` names, its format from the suffix; nothing is written yet.
+
+    Examples
+    --------
+    >>> open_output("result.h5")
+    Traceback (most recent call last):
+    ...
+    tilewise.errors.ArgumentError: out='result.h5': unknown output format '.h5'; tilewise writes .npy, .tif, .tiff, .zarr, .png, .jpg, .jpeg
+    """  # noqa: E501
+    path = Path(out)
+    output_type = OUTPUTS.get(path.suffix.lower())
+    if output_type is None:
+        raise ArgumentError(
+            f"out={str(out)!r}: unknown output format {path.suffix!r}; "
+            f"tilewise writes {', '.join(OUTPUTS)}"
+        )
+    check_writable_parent(path, "out")
+    return output_type(path)
+
+
+def open_sink(out: Any, source: Source, tile: tuple[int, int]) -> Sink:
+    """A checked sink for an in-memory ``out``: a numpy array, or a zarr array."""
+    if is_zarr_array(out):
+        sink: Sink = ZarrSink(out)
+        if out.read_only:
+            raise ArgumentError("out: the zarr array is opened read-only")
+        check_tile_aligned(out, tile)
+    elif isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ArgumentError("out: the array is read-only")
+        if isinstance(source, ArraySource) and np.shares_memory(out, source.array):
+            raise ArgumentError(
+                "out: shares memory with image; writing a tile would change its neighbours' halos"
+            )
+        sink = ArraySink(out)
+    else:
+        raise ArgumentTypeError(
+            f"out={short_repr(out)}: must be None, a numpy or zarr array, or a file path"
+        )
+    if len(sink.shape) < 2 or sink.shape[:2] != source.shape[:2]:
+        raise ArgumentError(
+            f"out with shape {sink.shape}: its first two dimensions must be the image's "
             f"{source.shape[:2]}"
         )
-    if not out.flags.writeable:
-        raise ArgumentError("out: the array is read-only")
-    if isinstance(source, ArraySource) and np.shares_memory(out, source.array):
-        raise ArgumentError(
-            "out: shares memory with image; writing a tile would change its neighbours' halos"
-        )
-    return ArraySink(out)
+    return sink
 
 
 def short_repr(value: Any) -> str:

@@ -1,0 +1,405 @@
+"""``@tilewise.pixelwise``: a per-pixel Python function, compiled, run over whole arrays or tiles.
+
+A pixelwise kernel is a scalar function ``f(z, y, x)`` of a block ``z`` and
+one pixel ``(y, x)`` in it, which may read ``z`` up to ``radius`` pixels away.
+tilewise writes the loop over the pixels, compiles it with numba (see
+:mod:`tilewise._codegen`) and runs it over tiles like any other function.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.machinery
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from tilewise._optional import import_optional
+from tilewise._plan import Plan, _choice, _cval, _dtype, _flag, _integer, available_cpus
+from tilewise.boundary import BOUNDARIES
+from tilewise.errors import ArgumentError, ArgumentTypeError
+from tilewise.grid import Tile
+
+if TYPE_CHECKING:
+    from tilewise._codegen import Compiler, Loop
+
+#: Row strips when a kernel runs on a whole array: at least this many pixels
+#: each, so that a strip's fixed cost (~0.1 ms) stays small beside its work...
+STRIP_PIXELS = 2**18
+#: ...and at most so many that each worker gets this many strips, to share
+#: the work out evenly without paying that fixed cost hundreds of times.
+STRIPS_PER_WORKER = 16
+
+#: Boundaries a kernel may pad with: all but "none", since every pixel,
+#: edge pixels included, is computed from the ``radius`` pixels around it.
+PADDING_BOUNDARIES: tuple[str, ...] = tuple(b for b in BOUNDARIES if b != "none")
+
+
+def pixelwise(
+    *,
+    radius: int,
+    dtype: DTypeLike = np.float64,
+    outputs: int = 1,
+    boundary: str = "reflect",
+    cval: float = 0.0,
+    compile: bool = True,
+) -> Callable[[Callable[..., Any]], Pixelwise]:
+    """Turn a per-pixel function ``f(z, y, x)`` into a compiled kernel over whole images.
+
+    ``f`` computes one output pixel: ``z`` is a block of the image (a tile
+    plus ``radius`` pixels of context on each side, padded per ``boundary``
+    at the image's edges) and ``(y, x)`` a pixel in it; ``f`` may read ``z``
+    within ``radius`` of ``(y, x)``. tilewise loops over the pixels in
+    compiled code and runs tiles in parallel; ``f`` itself stays plain Python.
+
+    Parameters
+    ----------
+    radius : int
+        How far from ``(y, x)`` the function reads. Compiled code does not
+        check indices: reading further reads wrong pixels, or memory outside
+        the block. Debug with ``compile=False``, where numpy checks them
+        (but lets negative ones wrap around).
+    dtype : dtype
+        The output's dtype; values are cast to it.
+    outputs : int
+        Values per pixel. With more than one the function returns a tuple of
+        that many numbers and the result has shape (H, W, outputs).
+    boundary : {"reflect", "mirror", "nearest", "wrap", "constant"}
+        How calling the kernel on a whole image pads it, with
+        ``scipy.ndimage``'s mode semantics. :func:`~tilewise.map_tiles`
+        takes its own ``boundary=`` instead.
+    cval : float
+        The fill value for ``boundary="constant"``.
+    compile : bool
+        False runs the same function as a plain Python loop: for debugging,
+        or for functions numba cannot compile (about 100x slower).
+
+    Returns
+    -------
+    callable
+        A decorator making a :class:`Pixelwise` kernel. The kernel is
+        compiled with numba once per image dtype, on first use, and cached
+        on disk where numba can. Compiled, dividing by zero gives inf or nan
+        as in numpy; the Python loop follows Python and may raise.
+
+    Raises
+    ------
+    tilewise.ArgumentError, tilewise.ArgumentTypeError
+        A bad argument. On first use: numba cannot compile the function
+        (the message gives numba's reason), or numba is not installed
+        (``ModuleNotFoundError``, naming the extra to install).
+
+    Examples
+    --------
+    >>> import math, numpy as np, tilewise
+    >>> @tilewise.pixelwise(radius=1)
+    ... def slope(z, y, x):
+    ...     dzdx = (z[y, x + 1] - z[y, x - 1]) / 2
+    ...     dzdy = (z[y + 1, x] - z[y - 1, x]) / 2
+    ...     return math.atan(math.hypot(dzdx, dzdy))
+    >>> ramp = np.add.outer(np.arange(3.0), 2 * np.arange(4.0))  # rises 1 down, 2 across
+    >>> np.degrees(slope(ramp)).round(1)  # edges see the reflected (flatter) border
+    array([[48.2, 64.1, 64.1, 48.2],
+           [54.7, 65.9, 65.9, 54.7],
+           [48.2, 64.1, 64.1, 48.2]])
+    >>> tiled = tilewise.map_tiles(slope, ramp, tile=2, boundary="reflect")
+    >>> np.array_equal(tiled, slope(ramp))
+    True
+
+    Two values per pixel, from the pixel alone:
+
+    >>> @tilewise.pixelwise(radius=0, outputs=2, compile=False)
+    ... def halve_double(z, y, x):
+    ...     return z[y, x] / 2, z[y, x] * 2
+    >>> halve_double(np.array([[1.0, 2.0]]))
+    array([[[0.5, 2. ],
+            [1. , 4. ]]])
+    """
+    radius = _integer("radius", radius, 0)
+    out_dtype = _dtype(dtype)
+    outputs = _integer("outputs", outputs, 1)
+    boundary = _choice("boundary", boundary, PADDING_BOUNDARIES)
+    cval = _cval(cval, np.dtype(np.float64), "constant")
+    compile = _flag("compile", compile)
+
+    def decorate(func: Callable[..., Any]) -> Pixelwise:
+        if not callable(func):
+            raise ArgumentTypeError(f"pixelwise decorates a function f(z, y, x), not {func!r}")
+        return Pixelwise(
+            func,
+            radius=radius,
+            dtype=np.dtype(np.float64) if out_dtype is None else out_dtype,
+            outputs=outputs,
+            boundary=boundary,
+            cval=cval,
+            compile=compile,
+        )
+
+    return decorate
+
+
+class Pixelwise:
+    """A compiled per-pixel kernel, made by :func:`pixelwise`.
+
+    Call it on a whole image, or pass it to :func:`~tilewise.map_tiles` (the
+    halo then defaults to its radius, and the backend to ``"threads"``). It
+    pickles by reference when defined at module level, and by value (its
+    function and settings) otherwise. Each process compiles it, or loads it
+    from numba's disk cache, on first use.
+    """
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        radius: int,
+        dtype: np.dtype,
+        outputs: int,
+        boundary: str,
+        cval: float,
+        compile: bool,
+    ) -> None:
+        self.func = func
+        self.radius = radius
+        self.dtype = dtype
+        self.outputs = outputs
+        self.boundary = boundary
+        self.cval = cval
+        self.compile = compile
+        self.__module__ = getattr(func, "__module__", __name__)
+        self.__name__ = getattr(func, "__name__", type(func).__name__)
+        self.__qualname__ = getattr(func, "__qualname__", self.__name__)
+        self.__doc__ = func.__doc__
+        self._loops: dict[tuple[np.dtype, int], Loop] = {}
+        self._compiler: Compiler | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (
+            f"<pixelwise kernel {self.__qualname__}: radius={self.radius}, dtype={self.dtype}, "
+            f"outputs={self.outputs}, boundary={self.boundary!r}, compile={self.compile}>"
+        )
+
+    @property
+    def tilewise_backend(self) -> str:
+        """map_tiles's default backend: compiled loops release the GIL, Python loops hold it."""
+        return "threads" if self.compile else "processes"
+
+    def __call__(
+        self, image: Any, *, workers: int | None = None, progress: bool = False
+    ) -> np.ndarray:
+        """The kernel at every pixel of ``image``, padded per ``boundary``.
+
+        ``image`` is an (H, W) or (H, W, C) array, or anything else
+        :func:`~tilewise.map_tiles` reads. The result is (H, W), or
+        (H, W, outputs). It runs through map_tiles on threads, in row
+        strips: each strip's compiled loop releases the GIL, so strips run
+        in parallel, and writes straight into the result. A kernel with
+        ``compile=False`` holds the GIL and runs on one thread.
+        """
+        from tilewise._api import map_tiles  # _api imports this module
+
+        settings: dict[str, Any] = {
+            "boundary": self.boundary,
+            "cval": self.cval,
+            "workers": workers,
+            "backend": "threads" if self.compile else "serial",
+            "progress": progress,
+        }
+        in_memory = isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size
+        if not in_memory or image.dtype.hasobject or not _is_count(workers):
+            return map_tiles(self, image, **settings)  # files; and its checks, its errors
+        self.loop_for(image.dtype, image.ndim)  # compile errors before any strip runs
+        out = np.empty(self._out_shape(image.shape[:2]), self.dtype)
+        rows, cols = image.shape[:2]
+        strips = STRIPS_PER_WORKER * (available_cpus() if workers is None else workers)
+        strip = (max(-(-STRIP_PIXELS // cols), -(-rows // strips)), cols)
+        return map_tiles(
+            _IntoArray(self, out),
+            image,
+            tile=strip,
+            halo=self.radius,
+            pass_tile=True,
+            out=out,
+            **settings,
+        )
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if _importable_by_name(self):
+            return self.__qualname__
+        return (
+            _rebuild,
+            (
+                self.func,
+                self.radius,
+                self.dtype,
+                self.outputs,
+                self.boundary,
+                self.cval,
+                self.compile,
+            ),
+        )
+
+    def for_tiles(
+        self, plan: Plan, image_dtype: np.dtype, ndim: int
+    ) -> tuple[Callable[..., Any], Plan]:
+        """Check a map_tiles plan against the kernel, compile it, and give the tile function.
+
+        Compiling here, in the caller and before any tile runs, makes a
+        kernel numba cannot compile an error of the call rather than of its
+        first tile, and fills numba's disk cache for worker processes.
+        """
+        name, r = self.__qualname__, self.radius
+        if plan.pass_tile:
+            raise ArgumentError(
+                f"pass_tile=True: pixelwise kernel {name!r} is called per pixel as f(z, y, x) "
+                "and takes no tile; leave pass_tile out"
+            )
+        if min(plan.halo) < r:
+            raise ArgumentError(
+                f"halo={plan.halo}: pixelwise kernel {name!r} reads up to radius={r} pixels "
+                f"away, so the halo must be at least {r} on each axis (leave halo out to get it)"
+            )
+        if plan.boundary == "none" and r > 0:
+            raise ArgumentError(
+                f"boundary='none': pixelwise kernel {name!r} reads {r} pixels around every "
+                "pixel, at the image's edges too; choose a boundary that pads, such as 'reflect'"
+            )
+        self.loop_for(image_dtype, ndim)
+        return PixelwiseTiles(self), replace(plan, pass_tile=True)
+
+    def loop_for(self, image_dtype: np.dtype, ndim: int) -> Loop:
+        """The loop over a block's pixels for images of this dtype and ndim, compiled once."""
+        key = (np.dtype(image_dtype), ndim)
+        loop = self._loops.get(key)
+        if loop is None:
+            # One compilation per key even when several threads ask at once.
+            with self._lock:
+                loop = self._loops.get(key)
+                if loop is None:
+                    loop = self._build_loop(*key)
+                    self._loops[key] = loop
+        return loop
+
+    def _build_loop(self, image_dtype: np.dtype, ndim: int) -> Loop:
+        if not self.compile:
+            from tilewise._codegen import python_loop
+
+            return python_loop(self.func)
+        import_optional("numba", f"compiling pixelwise kernel {self.__qualname__!r}")
+        from tilewise._codegen import Compiler
+
+        if self._compiler is None:
+            self._compiler = Compiler(
+                self.func, radius=self.radius, outputs=self.outputs, out_dtype=self.dtype
+            )
+        return self._compiler.compile(image_dtype, ndim)
+
+    def compute(self, block: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> Any:
+        """The kernel at the pixels of ``block`` from ``origin`` (row, col), ``shape`` of them."""
+        out = np.empty(self._out_shape(shape), self.dtype)
+        self.compute_into(block, origin, out)
+        return out
+
+    def compute_into(self, block: np.ndarray, origin: tuple[int, int], out: np.ndarray) -> None:
+        """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype."""
+        beyond = (origin[0] + out.shape[0], origin[1] + out.shape[1])
+        if min(origin) < self.radius or min(np.subtract(block.shape[:2], beyond)) < self.radius:
+            # The compiled loop reads without checking: never let it past the block.
+            raise ValueError(
+                f"pixels {origin} to {beyond} of a block of shape {block.shape} lack the "
+                f"radius={self.radius} pixels of context around them"
+            )
+        loop = self.loop_for(block.dtype, block.ndim)
+        # One compiled layout: C. A copy of an interior tile's strided view
+        # costs less than the loop loses when the compiler cannot vectorise
+        # loads of unknown stride, and it keeps compiling to once per dtype.
+        loop(np.ascontiguousarray(block), out, origin[0], origin[1])
+
+    def _out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return tuple(shape) if self.outputs == 1 else (*shape, self.outputs)
+
+
+@dataclass(frozen=True)
+class PixelwiseTiles:
+    """``func(block, tile)`` for map_tiles: a kernel over the core pixels of one tile."""
+
+    kernel: Pixelwise
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        origin = (tile.halo.top, tile.halo.left)
+        result: np.ndarray = self.kernel.compute(block, origin, tile.core_shape)
+        return result
+
+
+@dataclass(frozen=True)
+class _IntoArray:
+    """``func(block, tile)`` computing a full-width row strip straight into ``out``.
+
+    It returns the strip's window of ``out``; map_tiles, writing into the same
+    ``out``, then assigns the window onto itself, which numpy skips. A whole
+    array thus costs no allocation and no copy per tile. In-process only.
+    """
+
+    kernel: Pixelwise
+    out: np.ndarray
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        window = self.out[tile.y, tile.x]  # full rows: C-contiguous
+        self.kernel.compute_into(block, (tile.halo.top, tile.halo.left), window)
+        return window
+
+
+@functools.lru_cache(maxsize=64)
+def _rebuild(
+    func: Callable[..., Any],
+    radius: int,
+    dtype: np.dtype,
+    outputs: int,
+    boundary: str,
+    cval: float,
+    compile: bool,
+) -> Pixelwise:
+    """A kernel sent by value; the same object for the same function, so it compiles once."""
+    return Pixelwise(
+        func,
+        radius=radius,
+        dtype=dtype,
+        outputs=outputs,
+        boundary=boundary,
+        cval=cval,
+        compile=compile,
+    )
+
+
+def _is_count(workers: Any) -> bool:
+    return workers is None or (isinstance(workers, int) and workers >= 1)
+
+
+def _importable_by_name(kernel: Pixelwise) -> bool:
+    """Whether a fresh interpreter finds this very kernel as ``module.qualname``.
+
+    Not for ``__main__`` (a notebook or script), nor for a module loaded from
+    outside ``sys.path`` (pytest's importlib mode, runpy): those go by value.
+    """
+    module_name = kernel.__module__
+    module = sys.modules.get(module_name)
+    if module is None or module_name == "__main__" or "<locals>" in kernel.__qualname__:
+        return False
+    found: Any = module
+    for part in kernel.__qualname__.split("."):
+        found = getattr(found, part, None)
+    if found is not kernel:
+        return False
+    top = module_name.partition(".")[0]
+    if top in sys.builtin_module_names:
+        return True
+    try:
+        return importlib.machinery.PathFinder.find_spec(top, sys.path) is not None
+    except (ImportError, ValueError):
+        return False

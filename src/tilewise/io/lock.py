@@ -1,0 +1,90 @@
+"""One run at a time per output file: an OS lock on a file beside it.
+
+The lock is the operating system's (``flock``, or ``msvcrt.locking`` on
+Windows), not the lock file's existence: it is released when its holder
+exits, even when killed, so a crash never leaves a stale lock behind. The
+file holds the holder's pid, only to name it in the error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from tilewise.errors import ArgumentError
+
+if sys.platform == "win32":
+    import msvcrt
+
+    def _try_lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+else:
+    import fcntl
+
+    def _try_lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+#: Suffix of the lock file beside an output.
+LOCK = ".tilewise-lock"
+
+
+class OutputLock:
+    """Held while a run writes ``output``; a second run on it fails at once.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "result.npy"
+    >>> with OutputLock(out):
+    ...     OutputLock(out).acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    tilewise.errors.ArgumentError: out=...: another tilewise run (pid ...) is writing it; wait for it to end, or stop it
+    """  # noqa: E501
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.path = output.with_name(output.name + LOCK)
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                _try_lock(fd)
+            except OSError:
+                holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ArgumentError(
+                    f"out={str(self.output)!r}: another tilewise run (pid {holder}) is writing "
+                    "it; wait for it to end, or stop it"
+                ) from None
+            # A holder that was releasing may have unlinked the file we opened:
+            # the lock is only ours if it is on the file at the path now.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        if sys.platform != "win32":  # Windows cannot remove an open file; the lock file stays
+            self.path.unlink(missing_ok=True)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,267 @@
+"""TIFF files (tifffile): windows read from strips or tiles, tiles written in place.
+
+Reading: an uncompressed contiguous image is memory-mapped; any other
+(compressed, striped or tiled, BigTIFF or not) is read through tifffile's
+Zarr interface, which decodes only the strips or tiles a window overlaps.
+A compressed single-strip image has to be decoded whole for every window:
+rewrite it tiled (``tifffile.imwrite(..., tile=(256, 256))``) first.
+
+Writing: the output is an *uncompressed* tiled BigTIFF, created in full
+(as a sparse file, then reserved) before any tile runs. Every pixel then has
+a fixed place in the file, so workers in any process write their windows
+in place through a memory map, concurrently, and a resumed run finds the
+file as the journal left it. A compressed TIFF cannot be written that way:
+its tiles change size, and must be written in order by one writer. To
+compress the result afterwards: ``tifffile.imwrite(dst, tifffile.imread(src),
+tile=(256, 256), compression="zlib")`` (in memory), or ``gdal_translate -co
+COMPRESS=DEFLATE -co TILED=YES`` (by blocks).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tilewise._optional import import_optional
+from tilewise.errors import ArgumentError
+from tilewise.io._chunks import ChunkCache
+from tilewise.io._files import OutputFile, Reopening, fsync_file, reserve
+from tilewise.io.base import Window
+
+#: Rows and columns of each TIFF tile written: the common choice of GIS tools,
+#: a multiple of 16 as TIFF requires.
+TIFF_TILE = (256, 256)
+
+
+def _tifffile(needed_for: str) -> Any:
+    return import_optional("tifffile", needed_for)
+
+
+def _open_tiff(path: Path, what: str) -> Any:
+    tifffile = _tifffile(f"{what} .tif files")
+    try:
+        return tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, ValueError) as exc:
+        raise ArgumentError(f"{what}={str(path)!r}: not a readable TIFF ({exc})") from exc
+
+
+class TiffSource(Reopening):
+    """The first image of a TIFF file, read window by window."""
+
+    _handles = ("_memmap", "_zarr", "_cache")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with _open_tiff(path, "image") as tif:
+            series = tif.series[0]
+            page = series.keyframe
+            axes, shape = series.axes, tuple(series.shape)
+            self._file_dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+            self._offset = series.dataoffset if page.is_memmappable else None
+            if page.is_tiled:
+                chunking = f"tiles {page.tile}"
+            else:
+                chunking = f"strips of {page.rowsperstrip} rows"
+            compression = page.compression.name.lower()
+            chunks = tuple(page.chunks[:2])
+        if len(shape) == 3 and axes[0] == "S":
+            self._planar = True  # samples stored plane by plane: (S, H, W) in the file
+            self.shape: tuple[int, ...] = (*shape[1:], shape[0])
+        elif len(shape) == 2 or (len(shape) == 3 and axes[-1] == "S"):
+            self._planar = False
+            self.shape = shape
+        else:
+            raise ArgumentError(
+                f"image={str(path)!r}: a TIFF of shape {shape} (axes {axes!r}); "
+                "tilewise reads one 2-D image, with or without samples per pixel"
+            )
+        self._file_shape = shape
+        self.dtype: np.dtype = self._file_dtype.newbyteorder("=")
+        access = "memory-mapped" if self._offset is not None else "decoded per window"
+        #: What a window read decodes whole (None: read in place).
+        self.chunks = None if self._offset is not None else chunks
+        self.layout = f"TIFF, {chunking}, {compression}, {access}"
+        self._memmap: np.memmap | None = None
+        self._zarr: Any = None
+        self._cache: ChunkCache | None = None
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        if self._offset is not None:
+            image = self._memmapped()
+            window = image[:, rows, cols] if self._planar else image[rows, cols]
+        elif self._planar:
+            window = self._zarr_array()[:, rows, cols]
+        else:
+            if self._cache is None:
+                assert self.chunks is not None
+                self._cache = ChunkCache(self._zarr_array(), self.chunks)
+            window = self._cache.read(rows, cols)
+        window = np.asarray(window)
+        if self._planar:
+            window = np.moveaxis(window, 0, -1)
+        return window.astype(self.dtype, copy=False)
+
+    def _memmapped(self) -> np.memmap:
+        if self._memmap is None:
+            assert self._offset is not None
+            self._memmap = np.memmap(
+                self.path, self._file_dtype, "r", int(self._offset), self._file_shape
+            )
+        return self._memmap
+
+    def _zarr_array(self) -> Any:
+        # tifffile's store locks its file handle around each read: threads can share it.
+        if self._zarr is None:
+            zarr = import_optional("zarr", "reading compressed or tiled .tif files by window")
+            store = _tifffile("reading .tif files").imread(
+                self.path, aszarr=True, series=0, level=0
+            )
+            self._zarr = zarr.open_array(store=store, mode="r")
+        return self._zarr
+
+
+class _SparseFile(io.FileIO):
+    """A file in which tifffile's all-zero placeholder tiles become holes, not writes.
+
+    Creating a 4 GB empty tiled TIFF then takes milliseconds instead of
+    writing 4 GB of zeros; ``reserve`` allocates the blocks afterwards.
+    """
+
+    _zeros: bytes | None = None
+    end = 0
+
+    def write(self, data: Any) -> int:
+        if isinstance(data, bytes) and len(data) >= 4096:
+            if data is not self._zeros and data.count(0) == len(data):
+                self._zeros = data
+            if data is self._zeros:
+                self.seek(len(data), os.SEEK_CUR)
+                self.end = max(self.end, self.tell())
+                return len(data)
+        written = super().write(data)
+        self.end = max(self.end, self.tell())
+        return written
+
+
+class TiffSink(Reopening):
+    """An uncompressed tiled TIFF whose tiles are written in place through a memory map."""
+
+    _handles = ("_tiles",)
+
+    def __init__(
+        self,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        offset: int,
+        tile: tuple[int, int],
+    ) -> None:
+        self.path = path
+        self.shape = shape
+        self.dtype = dtype
+        self._offset = offset
+        self._tile = tile
+        self._tiles: np.memmap | None = None
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> TiffSink:
+        _check_storable(path, shape, dtype)
+        samples = shape[2] if len(shape) == 3 else 1
+        with _SparseFile(path, "w+") as file:
+            _tifffile("writing .tif files").imwrite(
+                file,
+                shape=shape,
+                dtype=dtype,
+                tile=TIFF_TILE,
+                bigtiff=True,
+                photometric="rgb" if samples in (3, 4) else "minisblack",
+                planarconfig="contig",
+                compression=None,
+                metadata=None,
+            )
+            file.truncate(max(file.end, file.seek(0, os.SEEK_END)))
+            reserve(file.fileno(), file.end, path)
+        return cls.reopen(path, shape, dtype)
+
+    @classmethod
+    def reopen(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> TiffSink:
+        """Check that the file is the uncompressed tiled layout ``write`` relies on."""
+        with _open_tiff(path, "out") as tif:
+            page = tif.pages[0]
+            found = (page.imagelength, page.imagewidth, page.samplesperpixel, page.dtype)
+            offsets = np.asarray(page.dataoffsets, dtype=np.int64)
+            counts = np.asarray(page.databytecounts, dtype=np.int64)
+            tile = (int(page.tilelength), int(page.tilewidth))
+            compressed = page.compression != 1
+        samples = shape[2] if len(shape) == 3 else 1
+        tile_bytes = tile[0] * tile[1] * samples * dtype.itemsize
+        laid_out = offsets[0] + tile_bytes * np.arange(len(offsets))
+        if (
+            found != (*shape[:2], samples, dtype)
+            or compressed
+            or not np.array_equal(offsets, laid_out)
+            or not np.all(counts == tile_bytes)
+        ):
+            raise ArgumentError(
+                f"out: {str(path)!r} is not the uncompressed tiled {dtype} TIFF of shape "
+                f"{shape} the journal recorded; it was changed since"
+            )
+        return cls(path, shape, dtype, int(offsets[0]), tile)
+
+    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+        tiles = self._open()
+        th, tw = self._tile
+        data = data.reshape(*data.shape[:2], -1)
+        for ty in range(rows.start // th, (rows.stop - 1) // th + 1):
+            y0, y1 = max(rows.start, ty * th), min(rows.stop, (ty + 1) * th)
+            for tx in range(cols.start // tw, (cols.stop - 1) // tw + 1):
+                x0, x1 = max(cols.start, tx * tw), min(cols.stop, (tx + 1) * tw)
+                tiles[ty, tx, y0 - ty * th : y1 - ty * th, x0 - tx * tw : x1 - tx * tw] = data[
+                    y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start
+                ]
+
+    def _open(self) -> np.memmap:
+        """The file's pixels as (tile row, tile col, row in tile, col in tile, sample)."""
+        if self._tiles is None:
+            th, tw = self._tile
+            grid = (-(-self.shape[0] // th), -(-self.shape[1] // tw))
+            samples = self.shape[2] if len(self.shape) == 3 else 1
+            self._tiles = np.memmap(
+                self.path, self.dtype, "r+", self._offset, (*grid, th, tw, samples)
+            )
+        return self._tiles
+
+    def sync(self, windows: Sequence[Window]) -> None:
+        fsync_file(self.path)
+
+
+def _check_storable(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
+    if len(shape) > 3:
+        raise ArgumentError(
+            f"out={str(path)!r}: a TIFF holds (H, W) or (H, W, C) images; the result has "
+            f"shape {shape}; write it to .npy or .zarr instead"
+        )
+    if dtype.kind not in "uifc":
+        raise ArgumentError(
+            f"out={str(path)!r}: a TIFF cannot hold {dtype} pixels; pass dtype='uint8' "
+            "(or another number type), or write to .npy or .zarr"
+        )
+
+
+class TiffOutput(OutputFile):
+    """An output ``.tif``: an uncompressed tiled BigTIFF (see the module docstring)."""
+
+    def __init__(self, path: Path) -> None:
+        _tifffile("writing .tif files")
+        super().__init__(path)
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
+        return TiffSink.create(self.partial, shape, dtype)
+
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
+        return TiffSink.reopen(self.partial, shape, dtype)
