@@ -29,9 +29,10 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# The whole suite, side by side (about 10 min on 2 cores); the report goes to out/bench.
+# The per-issue scripts in benchmarks/ run on their own (see benchmarks/README.md).
 bench: $(VENV)/.dev-installed
-	$(BIN)/python benchmarks/bench_foundation.py
-	$(BIN)/python benchmarks/bench_pixelwise.py
+	$(BIN)/tilewise bench --out out/bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

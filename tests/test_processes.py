@@ -540,3 +540,19 @@ def test_remove_stale_segments_ignores_foreign_names() -> None:
         assert foreign.exists()
     finally:
         foreign.unlink()
+
+
+def test_reused_workers_follow_the_callers_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in (("a", 1.0), ("b", 2.0)):
+        (tmp_path / name).mkdir()
+        np.save(tmp_path / name / "image.npy", np.full((8, 8), value))
+    results = []
+    for name in ("a", "b"):  # the second call reuses the first call's workers
+        monkeypatch.chdir(tmp_path / name)
+        results.append(
+            tilewise.map_tiles(np.negative, "image.npy", tile=4, backend="processes", workers=2)
+        )
+    np.testing.assert_array_equal(results[0], np.full((8, 8), -1.0))
+    np.testing.assert_array_equal(results[1], np.full((8, 8), -2.0))

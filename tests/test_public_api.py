@@ -15,6 +15,7 @@ import tilewise
 PUBLIC = {
     "map_tiles",
     "pixelwise",
+    "shutdown",
     "Grid",
     "Halo",
     "Tile",

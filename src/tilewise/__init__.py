@@ -10,6 +10,7 @@ from tilewise.errors import (
     TilewiseError,
     WorkerDiedError,
 )
+from tilewise.executors.processes import shutdown
 from tilewise.grid import Grid, Halo, Tile
 
 __all__ = [
@@ -24,5 +25,6 @@ __all__ = [
     "WorkerDiedError",
     "map_tiles",
     "pixelwise",
+    "shutdown",
 ]
 __version__ = "0.1.0"

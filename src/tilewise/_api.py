@@ -82,8 +82,8 @@ def map_tiles(
     workers : int, optional
         Tiles computed at once; by default the CPUs this process may use.
         With ``"dask"``: the workers of the ``LocalCluster`` started when no
-        cluster is given, or at most this many threads of a cluster given
-        (by default all of them).
+        cluster is given; on a cluster given, tiles in flight are limited
+        to 2 x ``workers`` (by default, 2 per thread of the cluster).
     backend : {"processes", "threads", "serial", "dask"}, optional
         Where tiles run. ``"processes"`` (the default for plain functions)
         runs pure-Python code on every core, with the image and result in
@@ -107,7 +107,7 @@ def map_tiles(
         How ``"processes"`` starts its workers; by default the process-wide
         :mod:`multiprocessing` start method. Worker processes and shared
         memory are kept for the next call;
-        ``tilewise.executors.processes.shutdown()`` frees them (done at exit).
+        ``tilewise.shutdown()`` frees them (done at exit).
     retries : int
         With ``"processes"``: how many more times a tile is tried when the
         worker process running it dies (segfault, ``os._exit``, out of memory).

@@ -13,7 +13,7 @@ array returned to the caller is garbage, go to a small cache (at most
 ``CACHE_SEGMENTS`` segments, ``CACHE_BYTES`` in all), from which the next run
 of the same size takes them, already mapped in the parent and, with memfd
 segments, in the workers. :func:`clear_cache` frees it;
-``tilewise.executors.processes.shutdown()`` does so too.
+``tilewise.shutdown()`` does so too.
 
 Examples
 --------

@@ -174,8 +174,8 @@ def shutdown() -> None:
 
     Examples
     --------
-    >>> from tilewise.executors.processes import shutdown
-    >>> shutdown()
+    >>> import tilewise
+    >>> tilewise.shutdown()
     """
     with _lock:
         pools = list(_idle.values())

@@ -9,6 +9,7 @@ a notebook, or of a module imported from outside ``sys.path``.
 
 from __future__ import annotations
 
+import functools
 import importlib.machinery
 import pickle
 import sys
@@ -91,11 +92,22 @@ def _by_value_modules(func: Callable[..., Any]) -> list[Any]:
     importlib mode, ``runpy``, an IDE's runner) is there in this process only,
     so spawned workers would fail to import it.
     """
-    name = getattr(func, "__module__", None)
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    if module is None or name == "__main__" or _importable(str(name)):
-        return []
-    return [module]
+    modules = []
+    for function in _unwrapped(func):
+        name = getattr(function, "__module__", None)
+        module = sys.modules.get(name) if isinstance(name, str) else None
+        if module is not None and name != "__main__" and not _importable(str(name)):
+            modules.append(module)
+    return modules
+
+
+def _unwrapped(func: Callable[..., Any]) -> list[Callable[..., Any]]:
+    """``func`` and the functions a ``functools.partial`` wraps, each pickled on its own."""
+    functions = [func]
+    while isinstance(func, functools.partial):
+        func = func.func
+        functions.append(func)
+    return functions
 
 
 def _importable(module_name: str) -> bool:

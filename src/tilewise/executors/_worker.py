@@ -45,6 +45,8 @@ class LoadJob(NamedTuple):
     payload: bytes  # the pickled TileJob
     threads: int  # threads each native library (BLAS, OpenMP, numba) may use
     segments: tuple[SegmentSpec, ...] = ()
+    # Reused workers outlive the caller's os.chdir; relative paths must mean the same.
+    cwd: str | None = None
 
 
 class RunTiles(NamedTuple):
@@ -154,6 +156,8 @@ def _exit_when_parent_dies(parent_alive: Connection) -> None:
 
 
 def _load(message: LoadJob) -> TileJob:
+    if message.cwd is not None and message.cwd != os.getcwd():
+        os.chdir(message.cwd)
     job: TileJob = pickle.loads(message.payload)
     _limit_threads(message.threads)
     return job

@@ -1,21 +1,26 @@
 """Tiles as Dask distributed tasks: the same tiles, on a cluster the user already runs.
 
-Each tile is one task running :func:`tilewise._stages.run_tile`. What
-travels, and how often:
+Each task runs :func:`tilewise._stages.run_tile` on one tile, or on a few
+consecutive tiles when tiles are quick: Dask spends milliseconds on every
+task, so tiles that take less travel several to a task (see
+:data:`TASK_SECONDS`). What travels, and how often:
 
 - the job (function, source, sink) is pickled once per run, by tilewise's
-  rules (functions by value when workers could not import them), and
-  broadcast to every worker; each worker unpickles it once;
+  rules (functions by value when workers could not import them), into one
+  small task whose result each worker fetches and unpickles once; should
+  every worker holding it die, the scheduler makes it again;
 - a file input travels as its path: workers open it and read their windows
   themselves, so no pixel passes through the client or the scheduler; an
-  in-memory image is scattered to every worker once, before the first tile;
-- a file output is written by the workers, one tile-aligned region per task,
-  and forced to disk before the task reports it done, so the client's
-  resume journal only ever records tiles that are on disk wherever the
-  worker runs; an in-memory result comes back tile by tile and the client
-  writes it into its numpy array.
+  in-memory image is scattered to every worker once, before the first tile
+  (it survives the loss of a worker, not of all those holding it);
+- a file output is written by the workers, one tile-aligned region per tile;
+  a worker on another machine than the client forces its tiles to disk
+  before the task reports them done, so the client's resume journal only
+  records tiles that are on disk wherever they were computed; an in-memory
+  result comes back tile by tile and the client writes it into its numpy
+  array.
 
-Only a bounded number of tiles are in flight (:data:`IN_FLIGHT_PER_THREAD`
+Only a bounded number of tasks are in flight (:data:`IN_FLIGHT_PER_THREAD`
 per worker thread): the client's memory stays bounded whatever the image
 size, and a failure stops the run promptly. A worker that dies has its tasks
 run again elsewhere by Dask (up to the scheduler's
@@ -42,13 +47,18 @@ array([[ 0.,  1.,  4.],
 from __future__ import annotations
 
 import contextlib
-import itertools
+import copy
+import functools
 import logging
+import math
 import pickle
+import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -65,10 +75,16 @@ from tilewise.io.base import FileSink
 
 __all__ = ["DaskExecutor", "ScatteredSource"]
 
-#: Tiles submitted and not yet collected, per worker thread: the next tile
+#: Tasks submitted and not yet collected, per worker thread: the next task
 #: is already on the worker when one finishes, and few enough that results
 #: waiting on the client stay small and a failure stops the run promptly.
 IN_FLIGHT_PER_THREAD = 2
+#: Seconds a task should last at least: Dask spends milliseconds of the
+#: scheduler's and the worker's time on each task, so quicker tiles travel
+#: several to a task (consecutive ones, in row-major order).
+TASK_SECONDS = 0.1
+#: Tiles in one task at most: its results all wait on the worker until the last is done.
+MAX_TILES_PER_TASK = 16
 #: Seconds between looks at the cluster's size: workers may join or leave
 #: during a run (an adaptive cluster, a worker lost and replaced).
 RESIZE_INTERVAL = 1.0
@@ -103,16 +119,18 @@ class _ImageInTask:
 class _ShippedJob:
     """A job pickled once, by tilewise's rules; unpickled once in each worker process.
 
-    Dask moves it between workers as these bytes: a worker never has to
-    pickle a function it only received by value.
+    Dask moves it between workers as these bytes: a worker never pickles a
+    function it only received by value. ``machine`` is the client's
+    (:func:`machine_id`).
     """
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, machine: str) -> None:
         self.payload = payload
+        self.machine = machine
         self._job: TileJob | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"payload": self.payload, "_job": None}
+        return {"payload": self.payload, "machine": self.machine, "_job": None}
 
     @property
     def job(self) -> TileJob:
@@ -121,17 +139,36 @@ class _ShippedJob:
         return self._job
 
 
-def compute_tile(shipped: _ShippedJob, image: np.ndarray | None, tile: Tile) -> np.ndarray | None:
-    """The task: one tile, on a worker. A file output's region is on disk when it returns."""
+def compute_tiles(
+    shipped: _ShippedJob, image: np.ndarray | None, tiles: tuple[Tile, ...]
+) -> tuple[list[np.ndarray | None], float]:
+    """The task: a few tiles, in order, on a worker; their results and the seconds each took.
+
+    A file output's regions are on disk when it returns.
+    """
     job = shipped.job
     if image is not None:
         job = replace(job, source=ArraySource(image))
-    core = run_tile(job, tile)
-    if isinstance(job.sink, FileSink):
-        # The client's journal records the tile once this returns; on another
-        # machine, only the writer can force its own writes to shared storage.
-        job.sink.sync([(tile.y, tile.x)])
-    return core
+    start = time.perf_counter()
+    cores = [run_tile(job, tile) for tile in tiles]
+    seconds = (time.perf_counter() - start) / len(tiles)
+    if isinstance(job.sink, FileSink) and shipped.machine != machine_id():
+        # The client's journal records the tiles once this returns, and forces
+        # them to disk first; but on another machine, only the writer can force
+        # its own writes to shared storage (on the client's, they share a page cache).
+        job.sink.sync([(tile.y, tile.x) for tile in tiles])
+    return cores, seconds
+
+
+@functools.cache
+def machine_id() -> str:
+    """What tells this machine (its running kernel) from others: Linux's boot id, or the host name.
+
+    Containers on one host share its boot id, and its page cache.
+    """
+    with contextlib.suppress(OSError):
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return socket.gethostname()
 
 
 class DaskExecutor:
@@ -139,7 +176,7 @@ class DaskExecutor:
 
     ``workers`` sizes the ``LocalCluster`` started when no cluster is at
     hand (None: the CPUs this process may use); on a cluster given or found,
-    it caps the worker threads kept busy (None: all of them).
+    it counts as the cluster's threads when fewer (None: all of them).
     """
 
     def __init__(
@@ -162,6 +199,7 @@ class DaskExecutor:
         self._as_completed = distributed.as_completed
         self._scattered: list[Any] = []
         self._run: Generator[Completed, None, None] | None = None
+        self._pace = _Pace(client, workers)  # kept across runs: the first run times the tiles
 
     def _start_cluster(self, distributed: Any, workers: int) -> Any:
         """A LocalCluster of single-threaded worker processes, for this run only."""
@@ -176,7 +214,8 @@ class DaskExecutor:
             silence_logs=logging.CRITICAL,
         )
         try:
-            return distributed.Client(self._cluster, set_as_default=False)
+            # Workers on this machine are reachable: pixels need not hop through the scheduler.
+            return distributed.Client(self._cluster, set_as_default=False, direct_to_workers=True)
         except BaseException:
             self._cluster.close()
             raise
@@ -216,46 +255,54 @@ class DaskExecutor:
         # A numpy output lives in this process: tasks return their core and it is written here.
         here = job.sink if isinstance(job.sink, ArraySink) else None
         image = job.source.future if isinstance(job.source, ScatteredSource) else None
-        payload = pickle_job(job if here is None else replace(job, sink=None))
-        shipped = self.client.scatter(_ShippedJob(payload), broadcast=True, hash=False)
+        payload = pickle_job(_portable(job if here is None else replace(job, sink=None)))
         name = f"tilewise-{uuid.uuid4().hex[:12]}"
-        pending = iter(tiles)
-        running: dict[Any, Tile] = {}
-        completed = self._as_completed(
-            with_results=True, raise_errors=False, loop=self.client.loop
+        # A task, not scattered data: should every worker holding it die, the
+        # scheduler makes it again from these bytes.
+        shipped = self.client.submit(
+            _ShippedJob, payload, machine_id(), key=f"{name}-job", pure=False
         )
+        pending = deque(tiles)
+        running: dict[Any, tuple[Tile, ...]] = {}
+        completed = self._as_completed(with_results=True, raise_errors=False, loop=self.client.loop)
 
-        def submit(count: int) -> None:
-            for tile in list(itertools.islice(pending, max(count, 0))):
+        def submit() -> None:
+            while pending and len(running) < IN_FLIGHT_PER_THREAD * self._pace.threads():
+                size = self._pace.tiles_per_task(len(pending))
+                group = tuple(pending.popleft() for _ in range(min(size, len(pending))))
                 future = self.client.submit(
-                    compute_tile, shipped, image, tile, key=(name, *tile.index), pure=False
+                    compute_tiles, shipped, image, group, key=(name, *group[0].index), pure=False
                 )
-                running[future] = tile
+                running[future] = group
                 completed.add(future)
 
-        window = _Window(self.client, self.workers)
         try:
-            submit(window.size())
+            submit()
             for future, result in completed:
-                tile = running.pop(future)
-                core = self._result(future, result, tile)
+                group = running.pop(future)
+                cores, seconds = self._result(future, result, group)
                 future.release()
-                submit(window.size() - len(running))
-                if here is not None:
-                    assert core is not None
-                    here.write(tile.y, tile.x, core)
-                    core = None
-                yield tile, core
+                self._pace.observe(seconds)
+                submit()
+                for tile, core in zip(group, cores, strict=True):
+                    if here is not None:
+                        assert core is not None
+                        here.write(tile.y, tile.x, core)
+                    yield tile, None if here is not None else core
         finally:
             if running:
                 # Queued tiles never start; those already running finish on their workers.
                 self.client.cancel(list(running))
             shipped.release()
 
-    def _result(self, future: Any, result: Any, tile: Tile) -> np.ndarray | None:
-        """The task's result, or its failure as the error naming the tile."""
-        if future.status != "error":
+    def _result(
+        self, future: Any, result: Any, group: tuple[Tile, ...]
+    ) -> tuple[list[np.ndarray | None], float]:
+        """The task's results, or its failure as the error naming the tile."""
+        if future.status == "finished":
             return result
+        tile = group[0]
+        together = "" if len(group) == 1 else f" (run in one task with {_others(group)})"
         try:
             future.result()  # raises the worker's exception, its traceback attached
         except TileError:
@@ -264,34 +311,72 @@ class DaskExecutor:
             killed: Any = exc
             raise WorkerDiedError(
                 tile,
-                f"the Dask worker running it died on all {killed.allowed_failures + 1} attempts "
-                "(the scheduler's distributed.scheduler.allowed-failures is "
-                f"{killed.allowed_failures}); the last was {killed.last_worker.address}",
+                f"the Dask worker running it{together} died on all "
+                f"{killed.allowed_failures + 1} attempts (the scheduler's "
+                f"distributed.scheduler.allowed-failures is {killed.allowed_failures}); "
+                f"the last was {killed.last_worker.address}",
             ) from exc
         except Exception as exc:
-            raise TileError(tile, f"{type(exc).__name__}: {exc}") from exc
+            raise TileError(tile, f"{type(exc).__name__}: {exc}{together}") from exc
         raise AssertionError(f"future {future.key!r} erred but raised nothing")
 
 
-class _Window:
-    """How many tiles to keep in flight: per thread of the cluster, looked at now and then."""
+class _Pace:
+    """How many tasks to keep in flight, and how many tiles to put in each.
+
+    Tasks in flight: per thread of the cluster, looked at now and then, as
+    workers may come and go. Tiles per task: enough for a task to last
+    :data:`TASK_SECONDS`, from the tiles' measured time; fewer near the end,
+    so the last tiles spread over the workers.
+    """
 
     def __init__(self, client: Any, workers: int | None) -> None:
         self.client = client
         self.workers = workers
-        self._size = 0
+        self.tile_seconds: float | None = None  # a running mean
+        self._threads = 1
         self._checked = -float("inf")
 
-    def size(self) -> int:
+    def threads(self) -> int:
         now = time.monotonic()
         if now - self._checked >= RESIZE_INTERVAL:
             threads = sum(self.client.nthreads().values())
             if self.workers is not None:
                 threads = min(threads, self.workers)
             # With no worker yet (a cluster scaling up), a few tiles wait at the scheduler.
-            self._size = IN_FLIGHT_PER_THREAD * max(threads, 1)
+            self._threads = max(threads, 1)
             self._checked = now
-        return self._size
+        return self._threads
+
+    def observe(self, seconds: float) -> None:
+        last = self.tile_seconds
+        self.tile_seconds = seconds if last is None else 0.8 * last + 0.2 * seconds
+
+    def tiles_per_task(self, remaining: int) -> int:
+        if self.tile_seconds is None:
+            return 1  # until a tile has been timed
+        enough = math.ceil(TASK_SECONDS / max(self.tile_seconds, 1e-6))
+        fair = -(-remaining // self.threads())
+        return max(1, min(enough, fair, MAX_TILES_PER_TASK))
+
+
+def _others(group: tuple[Tile, ...]) -> str:
+    return f"tiles {', '.join(str(t.index) for t in group[1:])}"
+
+
+def _portable(job: TileJob) -> TileJob:
+    """The job with relative file paths made absolute: a worker's working directory is its own."""
+    return replace(job, source=_absolute(job.source), sink=_absolute(job.sink))
+
+
+def _absolute(file: Any) -> Any:
+    """A copy of a file source or sink whose ``path`` is absolute; anything else as it is."""
+    path = getattr(file, "path", None)
+    if not isinstance(path, Path) or path.is_absolute():
+        return file
+    moved = copy.copy(file)  # as it pickles: without the caller's open handles
+    moved.path = path.absolute()
+    return moved
 
 
 def _connect(distributed: Any, scheduler: str) -> Any:

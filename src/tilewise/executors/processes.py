@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -206,6 +207,7 @@ class _Run:
         self.pool = pool
         self.job_id = next(_job_ids)
         self.payload = payload
+        self.cwd = os.getcwd()
         self.segments = segments  # memfd segments: workers need their descriptors
         self.func = func
         self.n_workers = workers
@@ -337,7 +339,7 @@ class _Run:
             if worker.job_id != self.job_id:
                 new = [s for s in self.segments if s.spec.name not in worker.segments]
                 specs = tuple(s.spec for s in new)
-                worker.conn.send(LoadJob(self.job_id, self.payload, self.threads, specs))
+                worker.conn.send(LoadJob(self.job_id, self.payload, self.threads, specs, self.cwd))
                 if new:
                     send_fds(worker.conn, [s.fd for s in new if s.fd is not None])
                     worker.segments.update(spec.name for spec in specs)

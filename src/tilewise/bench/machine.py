@@ -1,0 +1,108 @@
+"""The machine a benchmark ran on, and how busy other processes kept it meanwhile.
+
+Figures from a shared machine mean little without both: the CPUs and
+versions say what was measured, the load elsewhere how far to trust it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+
+from tilewise._plan import available_cpus
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or the platform's guess elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity), which is what ``nproc`` prints."""
+    return available_cpus()
+
+
+def version(package: str) -> str:
+    """The installed version of ``package``, or "not installed"."""
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine(packages: tuple[str, ...] = ("numpy",)) -> str:
+    """One line naming the CPUs, Python and the versions of ``packages``.
+
+    >>> machine(("numpy",)).startswith("nproc ")
+    True
+    """
+    versions = ", ".join(f"{name} {version(name)}" for name in packages)
+    return f"nproc {usable_cpus()}, {cpu_model()}; Python {platform.python_version()}, {versions}"
+
+
+class LoadElsewhere:
+    """CPU time taken by other processes (and the hypervisor) while the block ran.
+
+    The share is of all CPUs over the block's wall time: 0.5 on two CPUs means
+    one CPU was busy elsewhere throughout. With ``children=True`` the CPU time
+    of this process's waited-for children counts as its own (a suite that runs
+    each method in a child process). Linux only (/proc/stat); None elsewhere.
+
+    >>> with LoadElsewhere() as load:
+    ...     pass
+    >>> load.share is None or 0.0 <= load.share <= 1.0
+    True
+    """
+
+    share: float | None = None
+
+    def __init__(self, children: bool = False) -> None:
+        self._children = children
+        self._start: tuple[float, float, float] | None = None
+
+    def __enter__(self) -> LoadElsewhere:
+        self._start = _cpu_counters(self._children)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        end = _cpu_counters(self._children)
+        if self._start is None or end is None:
+            return
+        total = end[0] - self._start[0]
+        busy = end[1] - self._start[1]
+        own = end[2] - self._start[2]
+        self.share = min(1.0, max(0.0, busy - own) / total) if total > 0 else None
+
+
+def system_cpu() -> tuple[float, float] | None:
+    """(all CPU seconds, busy CPU seconds) of the machine since boot; None without /proc."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    total = sum(fields[:8]) / tick
+    return total, total - (fields[3] + fields[4]) / tick
+
+
+def _cpu_counters(children: bool) -> tuple[float, float, float] | None:
+    """(all CPU seconds, busy CPU seconds, this process's CPU seconds) since boot."""
+    counters = system_cpu()
+    if counters is None:
+        return None
+    total, busy = counters
+    times = os.times()
+    own = times.user + times.system
+    if children:
+        own += times.children_user + times.children_system
+    return total, busy, own

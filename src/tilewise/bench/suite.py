@@ -1,0 +1,243 @@
+"""``tilewise bench``: every workload through every method, each in a process of its own.
+
+For each workload (:mod:`tilewise.bench.workloads`) and each of its methods
+(:mod:`tilewise.bench.methods`), the suite starts a runner
+(:mod:`tilewise.bench.runner`), samples the memory of the runner's whole
+process tree while it runs its warm-up and timed runs, and collects its
+timings. Then it writes ``results.md``, ``results.json`` and ``bench.png``
+(:mod:`tilewise.bench.report`) and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import IO, Any
+
+from tilewise.bench.machine import LoadElsewhere
+from tilewise.bench.memory import TreeSampler, Usage
+from tilewise.bench.results import Result, Settings
+
+#: Modules the suite imports, by the name pip knows them by; ``tilewise[bench]`` has them all.
+NEEDED = {
+    "scipy": "scipy",
+    "skimage": "scikit-image",
+    "dask": "dask",
+    "distributed": "distributed",
+    "joblib": "joblib",
+    "matplotlib": "matplotlib",
+    "numba": "numba",
+    "zarr": "zarr",
+}
+
+
+def missing_modules() -> list[str]:
+    """The packages of the ``bench`` extra that are not installed."""
+    return [
+        package for module, package in NEEDED.items() if importlib.util.find_spec(module) is None
+    ]
+
+
+def run_suite(
+    *,
+    quick: bool,
+    out: Path,
+    workers: int | None = None,
+    file_gib: float | None = None,
+    only: Sequence[str] | None = None,
+    command: str = "tilewise bench",
+) -> int:
+    """Run the suite, write its report into ``out``, print it; 1 if a method failed."""
+    missing = missing_modules()
+    if missing:
+        raise ModuleNotFoundError(
+            f'tilewise bench needs {", ".join(missing)}: pip install "tilewise[bench]"'
+        )
+    from tilewise.bench import report
+    from tilewise.bench.methods import METHODS
+    from tilewise.bench.workloads import generate_files, make_workloads
+
+    settings = Settings.make(quick, workers, file_gib)
+    workloads = [
+        w for w in make_workloads(settings.quick, settings.file_gib) if not only or w.name in only
+    ]
+    out.mkdir(parents=True, exist_ok=True)
+    results: list[Result] = []
+    started = time.perf_counter()
+    scratch = Path(tempfile.mkdtemp(prefix="tilewise-bench-"))
+    # The suite's own numba cache: the first process compiles the pixelwise
+    # kernel from scratch, and that compile time is reported as such.
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(scratch / "numba-cache")}
+    try:
+        with LoadElsewhere(children=True) as load:
+            for workload in workloads:
+                _say(f"{workload.name}: {workload.size}")
+                folder = None
+                if workload.on_files:
+                    folder = scratch / "files"
+                    folder.mkdir()
+                    begin = time.perf_counter()
+                    generate_files(folder, workload.shape[0])
+                    _say(f"  made the input files in {time.perf_counter() - begin:.1f} s")
+                for key in workload.methods:
+                    method = METHODS[key]
+                    label = method.label(workload, settings.workers)
+                    base = Result(workload.name, key, label, method.tilewise)
+                    if key == "whole-file" and not _fits_in_memory(workload.pixels * 4):
+                        result = _replace(base, error="skipped: the whole file does not fit")
+                    else:
+                        result = _run_method(base, settings, folder, env)
+                    results.append(result)
+                    _say(f"  {_summary(result)}")
+                if folder is not None:
+                    shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    elapsed = time.perf_counter() - started
+    text = report.write(
+        out,
+        workloads=workloads,
+        results=results,
+        settings=settings,
+        command=command,
+        load=load.share,
+        elapsed=elapsed,
+    )
+    print(text)
+    return 1 if any(r.failed and not (r.error or "").startswith("skipped") for r in results) else 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _summary(result: Result) -> str:
+    if result.error is not None:
+        return f"{result.label}: {result.error}"
+    median = result.median or 0.0
+    pinned = (result.pinned or 0) / 2**20
+    check = "" if result.check == "ok" else f"  CHECK FAILED: {result.check}"
+    elsewhere = "" if result.elsewhere is None else f", CPU elsewhere {result.elsewhere:.0%}"
+    return f"{result.label}: median {median:.4f} s, pinned {pinned:.0f} MiB{elsewhere}{check}"
+
+
+def _replace(result: Result, **changes: Any) -> Result:
+    return Result(**{**asdict(result), **changes})
+
+
+def _fits_in_memory(nbytes: int) -> bool:
+    """Whether the input, the result and scipy's work can all be in memory at once."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return 3 * nbytes < int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return True
+
+
+def _run_method(
+    base: Result, settings: Settings, folder: Path | None, env: dict[str, str]
+) -> Result:
+    """One runner: its timings, and its process tree's peak memory over its runs."""
+    from tilewise.bench.runner import PREFIX
+    from tilewise.bench.runner import settings as runner_settings
+
+    most = min(settings.most, 3) if folder is not None else settings.most
+    argument = runner_settings(
+        base.workload,
+        base.method,
+        quick=settings.quick,
+        file_gib=settings.file_gib,
+        folder=None if folder is None else str(folder),
+        workers=settings.workers,
+        most=most,
+        least=min(settings.least, most),
+        budget=settings.budget,
+    )
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tilewise.bench.runner", argument],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env=env,
+            start_new_session=True,  # its whole tree can be stopped, and nothing else
+        )
+        assert process.stdin is not None
+        assert process.stdout is not None
+        watchdog = threading.Timer(settings.timeout, _stop, (process,))
+        watchdog.start()
+        try:
+            with TreeSampler(process.pid) as sampler:
+                message, peak = _converse(process.stdout, process.stdin, sampler, PREFIX)
+            process.wait()
+        finally:
+            watchdog.cancel()
+            _stop(process)
+        if message is None:
+            stderr.seek(0)
+            lines = stderr.read().strip().splitlines() or ["(nothing on stderr)"]
+            reason = "stopped after the timeout" if process.returncode == -signal.SIGKILL else ""
+            return _replace(
+                base, error=f"runner exited with {process.returncode} {reason}: {lines[-1]}"
+            )
+    if "error" in message:
+        return _replace(base, error=message["error"])
+    return _replace(
+        base,
+        seconds=tuple(message["seconds"]),
+        warmup=message["warmup"],
+        pinned=None if peak is None else peak.pinned,
+        rss=None if peak is None else peak.rss,
+        processes=None if peak is None else peak.processes,
+        elsewhere=None if peak is None else peak.elsewhere,
+        setup=message["setup"],
+        check=message["check"],
+    )
+
+
+def _converse(
+    stdout: IO[str], stdin: IO[str], sampler: TreeSampler, prefix: str
+) -> tuple[dict[str, Any] | None, Usage | None]:
+    """Follow the runner's messages: open and close the memory window when it asks.
+
+    The runner's last message (its figures, or its error) is returned with the
+    peak; None if it ended without one.
+    """
+    peak = None
+    for line in stdout:
+        if not line.startswith(prefix):
+            continue
+        message = json.loads(line[len(prefix) :])
+        event = message.get("event")
+        if event == "open":
+            sampler.open()
+        elif event == "close":
+            peak = sampler.close()
+        else:
+            return message, peak
+        with contextlib.suppress(BrokenPipeError):
+            stdin.write("go\n")
+            stdin.flush()
+    return None, peak
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Kill what is left of the runner's session: its workers, clusters, trackers."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)

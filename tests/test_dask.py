@@ -1,0 +1,561 @@
+"""The dask backend on a real LocalCluster of two worker processes, on loopback.
+
+The oracle is the serial backend. Faults are real: a worker process is
+SIGKILLed while it holds a tile, synchronised through a FIFO the tile
+function writes its pid to; the command line runs in a subprocess against
+the cluster started here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import dask
+import numpy as np
+import pytest
+import zarr
+from distributed import Client, LocalCluster
+from scipy import ndimage as ndi
+
+import tilewise
+from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
+from tilewise.io.npy import NpySource
+from tilewise.journal import read_journal
+
+pytestmark = pytest.mark.timeout(120)
+
+SHAPE = (64, 80)
+TILE = 16  # 4 x 5 = 20 tiles
+TOTAL = 20
+#: Kept low so the test of a tile that kills every worker it runs on is quick.
+ALLOWED_FAILURES = 1
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Client]:
+    """Two single-threaded worker processes behind a scheduler on 127.0.0.1."""
+    config = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    with (
+        dask.config.set(config),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.CRITICAL,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(7).standard_normal(SHAPE)
+
+
+def smooth(block: np.ndarray) -> np.ndarray:
+    return ndi.uniform_filter(block, 3)
+
+
+def serial(func: Callable[..., Any], image: Any, **options: Any) -> np.ndarray:
+    result: np.ndarray = tilewise.map_tiles(func, image, backend="serial", **options)
+    return result
+
+
+def worker_pids(client: Client) -> set[int]:
+    return set(client.run(os.getpid).values())
+
+
+# --- results equal the serial backend's ------------------------------------------------------
+
+
+def to_bands(block: np.ndarray) -> np.ndarray:
+    return np.stack([block, -block], axis=-1)
+
+
+def channel_sum(block: np.ndarray) -> np.ndarray:
+    return block.sum(axis=-1, dtype=np.int64)
+
+
+def where_am_i(block: np.ndarray, tile: Tile) -> np.ndarray:
+    return block + tile.index[0] * 100 + tile.index[1]
+
+
+CASES: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
+    ("halo-reflect", smooth, {"tile": (16, 24), "halo": 1}),
+    ("halo-none-pass-tile", where_am_i, {"tile": 16, "halo": 2, "boundary": "none",
+                                         "pass_tile": True}),
+    ("constant-dtype", smooth, {"tile": 20, "halo": 1, "boundary": "constant", "cval": 3.0,
+                                "dtype": np.float32}),
+    ("extra-dimension", to_bands, {"tile": 32}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("func", "options"), [pytest.param(f, o, id=name) for name, f, o in CASES])
+def test_in_memory_result_equals_serial(
+    client: Client, image: np.ndarray, func: Callable[..., Any], options: dict[str, Any]
+) -> None:
+    got = tilewise.map_tiles(func, image, backend="dask", client=client, **options)
+    expected = serial(func, image, **options)
+    assert got.dtype == expected.dtype
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_multichannel_image_into_a_given_array(client: Client, make_image: Any) -> None:
+    image = make_image((40, 50, 3), np.uint8)
+    out = np.full((40, 50), -1, np.int64)
+    returned = tilewise.map_tiles(channel_sum, image, tile=16, out=out, client=client)
+    assert returned is out
+    np.testing.assert_array_equal(out, image.sum(axis=-1, dtype=np.int64))
+
+
+def test_the_image_is_scattered_once_and_jobs_stay_small(
+    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tilewise.executors import dask as backend
+
+    sent: list[tuple[Any, ...]] = []
+    scatter, submit = client.scatter, client.submit
+
+    def recording_scatter(data: Any, **options: Any) -> Any:
+        sent.append(("scatter", data))
+        return scatter(data, **options)
+
+    def recording_submit(func: Any, *args: Any, **options: Any) -> Any:
+        sent.append((func, *args))
+        return submit(func, *args, **options)
+
+    monkeypatch.setattr(client, "scatter", recording_scatter)
+    monkeypatch.setattr(client, "submit", recording_submit)
+    tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    scattered = [data for kind, data, *_ in sent if kind == "scatter"]
+    assert len(scattered) == 1
+    assert scattered[0] is image
+    jobs = [args[0] for func, *args in sent if func is backend._ShippedJob]
+    # One job for the first tile (whose result sets the output's dtype), one for the rest.
+    assert len(jobs) == 2
+    assert all(len(job) < image.nbytes // 10 for job in jobs)
+    tasks = [args for func, *args in sent if func is backend.compute_tiles]
+    assert sorted(t.index for _, _, group in tasks for t in group) == sorted(
+        t.index for t in tilewise.Grid(SHAPE, (TILE, TILE))
+    )
+    assert all(image_arg is not image for _, image_arg, _ in tasks)  # the future, not pixels
+
+
+@pytest.mark.parametrize(
+    ("source", "target"), [(".npy", ".npy"), (".zarr", ".zarr"), (".npy", ".zarr")]
+)
+def test_files_in_and_out_equal_serial(
+    client: Client, image: np.ndarray, tmp_path: Path, source: str, target: str
+) -> None:
+    path = tmp_path / f"in{source}"
+    if source == ".npy":
+        np.save(path, image)
+    else:
+        zarr.create_array(str(path), data=image, chunks=(24, 24))
+    out = tmp_path / f"out{target}"
+    written = tilewise.map_tiles(smooth, path, tile=TILE, halo=1, out=out, client=client)
+    assert written == out
+    result = np.load(out) if target == ".npy" else zarr.open_array(str(out), mode="r")[:]
+    np.testing.assert_array_equal(result, serial(smooth, image, tile=TILE, halo=1))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([path.name, out.name])
+
+
+def test_a_file_source_travels_as_its_path(client: Client, tmp_path: Path) -> None:
+    from tilewise.executors.dask import DaskExecutor
+
+    path = tmp_path / "big.npy"
+    np.save(path, np.zeros((1000, 1000)))
+    source = NpySource(path)
+    source.read(slice(0, 1), slice(0, 1))  # the caller's own memory map is now open
+    executor = DaskExecutor(None, client=client)
+    try:
+        shared = executor.share(source)
+    finally:
+        executor.close()
+    assert shared is source
+    assert len(pickle.dumps(shared)) < 1000
+
+
+def test_a_numpy_output_is_written_by_the_caller_from_returned_tiles(
+    client: Client, image: np.ndarray
+) -> None:
+    # Workers cannot write into the caller's array: the result must come back.
+    out = np.zeros(SHAPE)
+    tilewise.map_tiles(smooth, image, tile=TILE, halo=1, out=out, client=client)
+    np.testing.assert_array_equal(out, serial(smooth, image, tile=TILE, halo=1))
+
+
+def test_a_pixelwise_kernel_runs_on_the_workers(client: Client, image: np.ndarray) -> None:
+    @tilewise.pixelwise(radius=1)
+    def laplace(z: np.ndarray, y: int, x: int) -> float:
+        return z[y - 1, x] + z[y + 1, x] + z[y, x - 1] + z[y, x + 1] - 4 * z[y, x]
+
+    got = tilewise.map_tiles(laplace, image, tile=32, backend="dask", client=client)
+    np.testing.assert_allclose(got, ndi.laplace(image), rtol=1e-12, atol=1e-12)
+
+
+def test_quick_tiles_travel_several_to_a_task(
+    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tilewise.executors import dask as backend
+
+    groups: list[int] = []
+    submit = client.submit
+
+    def recording_submit(func: Any, *args: Any, **options: Any) -> Any:
+        if func is backend.compute_tiles:
+            groups.append(len(args[2]))
+        return submit(func, *args, **options)
+
+    monkeypatch.setattr(client, "submit", recording_submit)
+    got = tilewise.map_tiles(np.negative, image, tile=4, client=client)  # 320 tiles
+    np.testing.assert_array_equal(got, -image)
+    assert sum(groups) == 320
+    assert max(groups) == backend.MAX_TILES_PER_TASK
+    assert groups[-1] < groups[len(groups) // 2]  # the last tiles spread over the workers
+
+
+# --- which cluster ---------------------------------------------------------------------------
+
+
+class PidRecorder:
+    """Writes the pid of each process that runs a tile into ``folder``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        (self.folder / str(os.getpid())).touch()
+        return block * 2
+
+    def pids(self) -> set[int]:
+        return {int(p.name) for p in self.folder.iterdir()}
+
+
+def test_the_default_client_is_used(client: Client, image: np.ndarray, tmp_path: Path) -> None:
+    func = PidRecorder(tmp_path)
+    got = tilewise.map_tiles(func, image, tile=TILE, backend="dask")  # `client` is the default
+    np.testing.assert_array_equal(got, image * 2)
+    assert func.pids()
+    assert func.pids() <= worker_pids(client)
+
+
+def test_a_scheduler_address_is_connected_to(
+    client: Client, image: np.ndarray, tmp_path: Path
+) -> None:
+    func = PidRecorder(tmp_path)
+    address = client.scheduler.address
+    got = tilewise.map_tiles(func, image, tile=TILE, scheduler=address)  # backend="dask" implied
+    np.testing.assert_array_equal(got, image * 2)
+    assert func.pids()
+    assert func.pids() <= worker_pids(client)
+
+
+@pytest.mark.slow
+def test_without_a_cluster_a_local_one_is_started_and_closed(tmp_path: Path) -> None:
+    """In a fresh interpreter, where no default client exists."""
+    script = textwrap.dedent(
+        """
+        import numpy as np, psutil, tilewise, distributed
+
+        image = np.arange(40 * 50.0).reshape(40, 50)
+        got = tilewise.map_tiles(np.negative, image, tile=16, backend="dask", workers=2)
+        assert np.array_equal(got, -image)
+        left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
+        left = [c for c in left if not any("resource_tracker" in part for part in c)]
+        assert not left, left
+        try:
+            distributed.default_client()
+        except ValueError:
+            print("closed")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "closed"
+
+
+# --- the same behaviour as the local backends -------------------------------------------------
+
+
+@pytest.mark.parametrize("failing", [(0, 0), (2, 3)], ids=["first-tile", "later-tile"])
+def test_an_error_in_a_tile_is_a_tile_error_naming_it(
+    client: Client, image: np.ndarray, failing: tuple[int, int]
+) -> None:
+    def func(block: np.ndarray, tile: Tile) -> np.ndarray:
+        if tile.index == failing:
+            raise ValueError("no good")
+        return block
+
+    with pytest.raises(TileError) as caught:
+        tilewise.map_tiles(func, image, tile=TILE, pass_tile=True, client=client)
+    assert caught.value.tile.index == failing
+    assert f"tile {failing}" in str(caught.value)
+    assert "ValueError: no good" in str(caught.value)
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_a_wrong_shape_names_the_tile_and_the_shapes(client: Client, image: np.ndarray) -> None:
+    def func(block: np.ndarray, tile: Tile) -> np.ndarray:
+        return block[:3, :5] if tile.index == (3, 1) else block
+
+    with pytest.raises(TileError, match=r"tile \(3, 1\) rows 48:64, cols 16:32: .*\(3, 5\)"):
+        tilewise.map_tiles(func, image, tile=TILE, pass_tile=True, client=client)
+
+
+def test_the_progress_bar_counts_every_tile(
+    client: Client, image: np.ndarray, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client, progress=True)
+    assert f"{TOTAL}/{TOTAL}" in capsys.readouterr().err
+
+
+class Interruptible:
+    """A 3x3 mean that logs each tile it computes, and fails on one while ``stop`` exists."""
+
+    def __init__(self, folder: Path, fail_at: tuple[int, int]) -> None:
+        self.log = folder / "computed.log"
+        self.stop = folder / "stop"
+        self.fail_at = fail_at
+        self.stop.touch()
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        if tile.index == self.fail_at and self.stop.exists():
+            raise RuntimeError("interrupted")
+        with open(self.log, "a") as log:
+            log.write(f"{tile.index[0]} {tile.index[1]}\n")
+        return smooth(block)
+
+    def computed(self) -> set[tuple[int, int]]:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        self.log.unlink(missing_ok=True)
+        return {(int(r), int(c)) for r, c in (line.split() for line in lines)}
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".zarr"])
+def test_resume_computes_only_the_tiles_the_journal_lacks(
+    client: Client, image: np.ndarray, tmp_path: Path, suffix: str
+) -> None:
+    out = tmp_path / f"out{suffix}"
+    func = Interruptible(tmp_path, fail_at=(3, 4))  # the last tile
+    options: dict[str, Any] = {"tile": TILE, "halo": 1, "out": out, "pass_tile": True}
+    with pytest.raises(TileError, match="interrupted"):
+        tilewise.map_tiles(func, image, client=client, **options)
+    found = read_journal(out.with_name(out.name + ".tilewise-journal"))
+    assert found is not None
+    recorded = found[1]
+    assert 0 < len(recorded) < TOTAL
+    func.computed()
+    func.stop.unlink()
+    tilewise.map_tiles(func, image, client=client, resume=True, **options)
+    # Tiles still running when the first run stopped may log late; none was recorded.
+    assert not func.computed() & recorded
+    result = np.load(out) if suffix == ".npy" else zarr.open_array(str(out), mode="r")[:]
+    np.testing.assert_array_equal(result, serial(smooth, image, tile=TILE, halo=1))
+
+
+class RecordingSink:
+    """A file sink in memory that notes what it was asked to force to disk."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array = np.zeros(shape)
+        self.synced: list[tuple[slice, slice]] = []
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.array.dtype
+
+    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+        self.array[rows, cols] = data
+
+    def sync(self, windows: Any) -> None:
+        self.synced.extend(windows)
+
+
+@pytest.mark.parametrize("elsewhere", [True, False], ids=["other-machine", "client-machine"])
+def test_a_worker_on_another_machine_forces_its_tiles_to_disk(
+    image: np.ndarray, elsewhere: bool
+) -> None:
+    from tilewise._stages import TileJob
+    from tilewise.executors.dask import _ShippedJob, compute_tiles, machine_id
+    from tilewise.io import ArraySource
+
+    sink = RecordingSink(SHAPE)
+    job = TileJob(np.negative, ArraySource(image), sink, "reflect", 0.0, pass_tile=False)
+    shipped = _ShippedJob(pickle.dumps(job), "another-boot-id" if elsewhere else machine_id())
+    shipped._job = job  # as unpickled in the worker, but writing into `sink` here
+    tiles = tuple(tilewise.Grid(SHAPE, (TILE, TILE)))[:3]
+    cores, seconds = compute_tiles(shipped, None, tiles)
+    assert cores == [None, None, None]
+    assert seconds >= 0
+    np.testing.assert_array_equal(sink.array[:TILE, : 3 * TILE], -image[:TILE, : 3 * TILE])
+    # On the client's machine the journal's own fsync covers the shared page cache.
+    assert sink.synced == ([(t.y, t.x) for t in tiles] if elsewhere else [])
+
+
+# --- workers that die -------------------------------------------------------------------------
+
+
+class DiesOnce:
+    """Announces its pid through a FIFO on one tile, once, then waits to be killed."""
+
+    def __init__(self, folder: Path, at: tuple[int, int]) -> None:
+        self.started = folder / "started"
+        self.claim = folder / "claimed"
+        self.at = at
+        os.mkfifo(self.started)
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        if tile.index == self.at and self._first():
+            with open(self.started, "w") as fifo:
+                fifo.write(str(os.getpid()))
+            threading.Event().wait()  # until SIGKILL
+        return smooth(block)
+
+    def _first(self) -> bool:
+        try:
+            os.close(os.open(self.claim, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False  # the rerun after the kill
+        return True
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_has_its_tiles_rerun(
+    client: Client, image: np.ndarray, tmp_path: Path
+) -> None:
+    func = DiesOnce(tmp_path, at=(1, 2))
+    options: dict[str, Any] = {"tile": TILE, "halo": 1, "pass_tile": True}
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(tilewise.map_tiles, func, image, client=client, **options)
+        with open(func.started) as fifo:  # returns once the tile has written its pid
+            pid = int(fifo.read())
+        assert pid in worker_pids(client)
+        os.kill(pid, signal.SIGKILL)
+        got = running.result(timeout=60)
+    np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
+    client.wait_for_workers(2, timeout=60)  # the nanny restarts it; later tests need two
+    assert pid not in worker_pids(client)
+
+
+def exit_always(block: np.ndarray) -> np.ndarray:
+    os._exit(3)
+
+
+@pytest.mark.slow
+def test_a_tile_that_kills_every_worker_is_a_worker_died_error(
+    client: Client, image: np.ndarray, tmp_path: Path
+) -> None:
+    # One tile: Dask counts a death against every task queued on the worker,
+    # so with more tiles a bystander could run out of attempts first. From a
+    # file: an in-memory image, scattered to both workers, would die with them.
+    np.save(tmp_path / "in.npy", image)
+    with pytest.raises(WorkerDiedError) as caught:
+        tilewise.map_tiles(exit_always, tmp_path / "in.npy", tile=SHAPE, client=client)
+    assert caught.value.tile.index == (0, 0)
+    assert f"all {ALLOWED_FAILURES + 1} attempts" in str(caught.value)
+    client.wait_for_workers(2, timeout=60)
+
+
+# --- arguments --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "fragment"),
+    [
+        ({"scheduler": "localhost:8786"}, ArgumentError, "scheduler='localhost:8786'"),
+        ({"scheduler": "tcp://:8786"}, ArgumentError, "tcp://HOST:PORT"),
+        ({"scheduler": "tcp://host:99999"}, ArgumentError, "scheduler='tcp://host:99999'"),
+        ({"scheduler": "http://host:8786"}, ArgumentError, "'tls://HOST:PORT'"),
+        ({"scheduler": 8786}, ArgumentTypeError, "scheduler=8786"),
+        ({"scheduler": "tcp://h:1", "backend": "threads"}, ArgumentError, "backend='threads'"),
+        ({"client": "tcp://h:1"}, ArgumentTypeError, "distributed.Client"),
+        ({"client": True, "backend": "processes"}, ArgumentError, "only for backend='dask'"),
+    ],
+)
+def test_bad_cluster_arguments_fail_before_any_work(
+    image: np.ndarray, options: dict[str, Any], error: type[Exception], fragment: str
+) -> None:
+    with pytest.raises(error) as caught:
+        tilewise.map_tiles(np.copy, image, **options)
+    assert fragment in str(caught.value)
+
+
+def test_a_client_and_a_scheduler_together_are_refused(client: Client, image: np.ndarray) -> None:
+    with pytest.raises(ArgumentError, match="one or the other"):
+        tilewise.map_tiles(np.copy, image, client=client, scheduler=client.scheduler.address)
+
+
+def test_an_unreachable_scheduler_is_named(image: np.ndarray) -> None:
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "0.5s"}),
+        pytest.raises(OSError, match=r"scheduler='tcp://127.0.0.1:1': no Dask scheduler"),
+    ):
+        tilewise.map_tiles(np.copy, image, scheduler="tcp://127.0.0.1:1")
+
+
+# --- the command line --------------------------------------------------------------------------
+
+FILTERS = """
+from scipy import ndimage as ndi
+
+def smooth(block):
+    return ndi.uniform_filter(block, 3)
+"""
+
+
+def test_the_command_line_runs_on_the_scheduler_given(
+    client: Client, image: np.ndarray, tmp_path: Path
+) -> None:
+    np.save(tmp_path / "in.npy", image)
+    (tmp_path / "filters.py").write_text(FILTERS)
+    address = client.scheduler.address
+    done = subprocess.run(
+        [sys.executable, "-m", "tilewise", "apply", "filters.py:smooth", "in.npy", "out.zarr",
+         "--tile", str(TILE), "--halo", "1", "--scheduler", address],
+        cwd=tmp_path, capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    result = zarr.open_array(str(tmp_path / "out.zarr"), mode="r")[:]
+    np.testing.assert_array_equal(result, serial(smooth, image, tile=TILE, halo=1))
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--scheduler", "host:8786"], "argument --scheduler: expected an address like"),
+        (["--scheduler", "tcp://h:1", "--backend", "threads"], "not with --backend threads"),
+    ],
+)
+def test_the_command_line_refuses_a_bad_scheduler(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tilewise", "apply", "scipy.ndimage:median_filter", "in.npy",
+         "out.npy", *extra],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert message in done.stderr
+    assert len(done.stderr.splitlines()) == 1
