@@ -59,10 +59,11 @@ def _trim(result: np.ndarray, tile: Tile) -> np.ndarray:
             h.top : h.top + shape[0] - h.top - h.bottom,
             h.left : h.left + shape[1] - h.left - h.right,
         ]
+    expected = f"{tile.core_shape} (the core tile)"
+    if tile.block_shape != tile.core_shape:
+        expected += f" or {tile.block_shape} (the block with its halo)"
     raise TileError(
-        tile,
-        f"func returned shape {result.shape}, expected {tile.core_shape} (the core tile) "
-        f"or {tile.block_shape} (the block with its halo) as the first two dimensions",
+        tile, f"func returned shape {result.shape}, expected {expected} as the first two dimensions"
     )
 
 

@@ -487,12 +487,13 @@ def _info(args: argparse.Namespace) -> int:
         ("size", f"{_bytes(rows * cols * pixel_bytes)} ({rows * cols / 1e6:.1f} megapixels)"),
         (
             "tiles",
-            f"{grid.n_rows} x {grid.n_cols} = {len(grid)} tiles of {tile_rows} x {tile_cols}"
+            f"{grid.n_rows} x {grid.n_cols} = {_count(len(grid), 'tile')}"
+            f" of {tile_rows} x {tile_cols}"
             f", blocks with halo {block[0]} x {block[1]}",
         ),
         (
             "memory",
-            f"about {_bytes(estimate)} at peak with {workers} workers "
+            f"about {_bytes(estimate)} at peak with {_count(workers, 'worker')} "
             f"({IN_FLIGHT_PER_WORKER} tiles in flight each), assuming the result has the "
             "input's dtype and FUNC needs no more than its result; plus ~50 MiB per worker "
             "process for Python itself",
@@ -558,6 +559,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 if __name__ == "__main__":
