@@ -14,6 +14,7 @@ the kernel closes however the parent ends (even SIGKILL).
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import pickle
 import signal
@@ -190,7 +191,18 @@ def _failure(job_id: int, tile: Tile, exc: Exception) -> TileFailed:
         cause = None if original is None else cloudpickle.dumps(original)
     except Exception:
         cause = None  # the traceback text still tells the whole story
-    return TileFailed(job_id, tile.index, pickle.dumps(error), cause, tb)
+    return TileFailed(job_id, tile.index, pickle.dumps(_unchained(error)), cause, tb)
+
+
+def _unchained(error: TileError) -> TileError:
+    """``error`` without its chain, which travels on its own.
+
+    Where tblib's exception pickling is installed (importing distributed does
+    that), pickling an error pickles its ``__cause__`` too, which may not pickle.
+    """
+    bare = copy.copy(error)
+    bare.__cause__ = bare.__context__ = bare.__traceback__ = None
+    return bare
 
 
 def rebuild_error(failure: TileFailed, filename: str | None = None) -> TileError:
