@@ -7,14 +7,17 @@ a) the pure-Python per-pixel slope (a 3x3 double loop) on a 1024x1024
    float64 image, tiles and chunks of 256 (16), halo 1, boundary "nearest";
 b) ``scipy.ndimage.gaussian_filter(sigma=3)`` on a 6000x4000 float32 image
    (24 megapixels), halo 12 (the filter's radius), boundary "reflect",
-   tiles and chunks of 512.
+   tiles and chunks of 512;
+c) the same filter from a Zarr store to a Zarr store (chunks of 512, zarr's
+   default compression), as a cluster is meant to be used: workers read
+   their windows and write their tiles themselves.
 
 Each through ``tilewise.map_tiles(backend="dask", client=...)`` on that
 cluster, ``backend="processes"`` with 2 workers on this machine, and
-``dask.array.from_array(...).map_overlap(...)`` computed on the same
-cluster. The images are in memory and so are the results: every method
-gets a numpy array and returns one. Every result must equal the reference
-exactly (checked in the warm-up round); then the methods take turns,
+``dask.array`` ``map_overlap`` computed on the same cluster (a, b:
+``from_array``, the numpy image in, a numpy array out; c: ``from_zarr`` to
+``to_zarr``). Every result must equal the first method's exactly (checked
+in the warm-up round); then the methods take turns,
 ``--repeats`` rounds, and the tables give medians of the wall time and of
 the CPU time of the whole process tree (this process, which also hosts the
 scheduler, and every worker process): on a shared machine the CPU time
@@ -24,7 +27,7 @@ Usage::
 
     python benchmarks/bench_dask.py            # everything
     python benchmarks/bench_dask.py --quick    # small images, 2 rounds
-    python benchmarks/bench_dask.py --only slope|gaussian
+    python benchmarks/bench_dask.py --only slope|gaussian   # gaussian: b and c
 """
 
 from __future__ import annotations
@@ -34,26 +37,33 @@ import contextlib
 import logging
 import math
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import dask
 import dask.array as da
 import numpy as np
 import psutil
+import zarr
 from distributed import Client, LocalCluster
 from scipy import ndimage as ndi
 
 import tilewise
-from tilewise.executors.processes import shutdown
+from tilewise.executors.dask import PRE_SPAWN_ENVIRON
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import Timing, machine, table
 
 WORKERS = 2
+PROCESSES = "tilewise processes, 2 workers"
+DASK = "tilewise dask, 2-worker LocalCluster"
+MAP_OVERLAP = "dask.array map_overlap, same cluster"
 SIGMA = 3.0
 HALO = 12  # gaussian_filter's radius: int(truncate * sigma + 0.5) with truncate=4
 
@@ -75,15 +85,19 @@ def gaussian(block: np.ndarray) -> np.ndarray:
 
 
 def start_cluster() -> tuple[LocalCluster, Client, float]:
+    """Two worker processes, made as tilewise makes its own LocalCluster (docs/cluster.md)."""
     start = time.perf_counter()
-    cluster = LocalCluster(
-        n_workers=WORKERS,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-    )
+    # Without Dask's MALLOC_TRIM_THRESHOLD_ in the workers, which costs array
+    # work about a third more CPU time; both dask methods run on this cluster.
+    with dask.config.set({f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(
+            n_workers=WORKERS,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
     # As tilewise's own LocalCluster does: results come straight from the workers.
     client = Client(cluster, direct_to_workers=True)
     client.wait_for_workers(WORKERS)
@@ -101,6 +115,7 @@ def compare(
     boundary: str,
     repeats: int,
 ) -> str:
+    """In memory: every method gets the numpy image and returns a numpy array."""
     options = {"tile": tile, "halo": halo, "boundary": boundary}
     dask_boundary = {"nearest": "nearest", "reflect": "reflect"}[boundary]  # numpy's names
 
@@ -119,24 +134,85 @@ def compare(
             warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
             return client.compute(result).result()
 
+    runs = {PROCESSES: on_processes, DASK: on_dask, MAP_OVERLAP: with_map_overlap}
+    return side_by_side(title, runs, lambda result: result, image.size / 1e6, repeats)
+
+
+def compare_files(
+    title: str,
+    func: Callable[[np.ndarray], np.ndarray],
+    image: np.ndarray,
+    *,
+    client: Client,
+    folder: Path,
+    tile: int,
+    halo: int,
+    repeats: int,
+) -> str:
+    """Zarr to Zarr: workers read their windows and write their tiles themselves."""
+    source = folder / "in.zarr"
+    zarr.create_array(str(source), data=image, chunks=(tile, tile))
+    out = folder / "out.zarr"
+    options = {"tile": tile, "halo": halo, "boundary": "reflect", "out": out}
+
+    def on_dask() -> object:
+        return tilewise.map_tiles(func, source, backend="dask", client=client, **options)
+
+    def on_processes() -> object:
+        return tilewise.map_tiles(func, source, backend="processes", workers=WORKERS, **options)
+
+    def with_map_overlap() -> object:
+        array = da.from_zarr(str(source))
+        result = array.map_overlap(func, depth=halo, boundary="reflect", dtype=image.dtype)
+        return client.compute(result.to_zarr(str(out), compute=False)).result()
+
+    def read_and_remove(_: object) -> np.ndarray:
+        result = np.asarray(zarr.open_array(str(out), mode="r")[:])
+        shutil.rmtree(out)
+        return result
+
     runs = {
-        "tilewise processes, 2 workers": on_processes,
-        "tilewise dask, 2-worker LocalCluster": on_dask,
-        "dask.array map_overlap, same cluster": with_map_overlap,
+        f"{PROCESSES}, zarr to zarr": on_processes,
+        f"{DASK}, zarr to zarr": on_dask,
+        f"{MAP_OVERLAP} + to_zarr": with_map_overlap,
     }
-    reference = runs["tilewise processes, 2 workers"]()
+    try:
+        return side_by_side(
+            title,
+            runs,
+            read_and_remove,
+            image.size / 1e6,
+            repeats,
+            after=lambda: shutil.rmtree(out),
+        )
+    finally:
+        shutil.rmtree(source)
+
+
+def side_by_side(
+    title: str,
+    runs: dict[str, Callable[[], object]],
+    result_of: Callable[[object], np.ndarray],
+    megapixels: float,
+    repeats: int,
+    after: Callable[[], object] = lambda: None,
+) -> str:
+    """Check every method against the first once, then time them taking turns."""
+    reference = None
     for label, run in runs.items():
-        np.testing.assert_array_equal(run(), reference, err_msg=label)
+        result = result_of(run())
+        if reference is None:
+            reference = result
+        np.testing.assert_array_equal(result, reference, err_msg=label)
     load = _load_before()
-    timings, cpu = measure_wall_and_cpu(runs, repeats)
-    by_label = {t.label: t for t in timings}
+    timings, cpu = measure_wall_and_cpu(runs, repeats, after)
     cpu_lines = "\n".join(
         f"- {label}: {seconds:.2f} CPU s per run (whole process tree)"
         for label, seconds in cpu.items()
     )
     return (
-        table(title, timings, timings[0], image.size / 1e6)
-        + f"\n\n{targets(by_label)}\n\n{cpu_lines}\n\n{load}"
+        table(title, timings, timings[0], megapixels)
+        + f"\n\n{targets(timings)}\n\n{cpu_lines}\n\n{load}"
     )
 
 
@@ -151,9 +227,12 @@ def tree_cpu_seconds() -> float:
 
 
 def measure_wall_and_cpu(
-    runs: dict[str, Callable[[], object]], repeats: int
+    runs: dict[str, Callable[[], object]], repeats: int, after: Callable[[], object]
 ) -> tuple[list[Timing], dict[str, float]]:
-    """Like harness.measure_interleaved (methods take turns), also timing the CPU."""
+    """Like harness.measure_interleaved (methods take turns), also timing the CPU.
+
+    ``after`` runs after each timed call, untimed (removing an output file).
+    """
     wall: dict[str, list[float]] = {label: [] for label in runs}
     cpu: dict[str, list[float]] = {label: [] for label in runs}
     for _ in range(repeats):
@@ -162,16 +241,16 @@ def measure_wall_and_cpu(
             run()
             wall[label].append(time.perf_counter() - start)
             cpu[label].append(tree_cpu_seconds() - cpu_start)
+            after()
     timings = [Timing(label, seconds) for label, seconds in wall.items()]
     for timing in timings:
         print(f"  {timing.label:<44} median {timing.median:8.4f} s", flush=True)
     return timings, {label: statistics.median(seconds) for label, seconds in cpu.items()}
 
 
-def targets(by_label: dict[str, Timing]) -> str:
-    on_dask = by_label["tilewise dask, 2-worker LocalCluster"].median
-    processes = by_label["tilewise processes, 2 workers"].median
-    overlap = by_label["dask.array map_overlap, same cluster"].median
+def targets(timings: list[Timing]) -> str:
+    """The ratios the dask backend is held to, in the order of the table's rows."""
+    processes, on_dask, overlap = (t.median for t in timings)
     return (
         f"- dask backend / processes backend: {on_dask / processes:.2f}x (target <= 1.30x)\n"
         f"- dask backend / map_overlap on the same cluster: {on_dask / overlap:.2f}x "
@@ -229,10 +308,24 @@ def main(argv: list[str] | None = None) -> None:
                     repeats=repeats,
                 )
             )
+            with tempfile.TemporaryDirectory(prefix="bench-dask-") as folder:
+                sections.append(
+                    compare_files(
+                        f"c) the same, file to file: Zarr (chunks of 512) to Zarr, "
+                        f"{shape[0]}x{shape[1]} float32",
+                        gaussian,
+                        image,
+                        client=client,
+                        folder=Path(folder),
+                        tile=512,
+                        halo=HALO,
+                        repeats=repeats,
+                    )
+                )
     finally:
         client.close()
         cluster.close()
-        shutdown()
+        tilewise.shutdown()
     print("\n\n".join(sections))
 
 

@@ -30,6 +30,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
+from tilewise.executors.dask import PRE_SPAWN_ENVIRON
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
 
@@ -45,7 +46,12 @@ ALLOWED_FAILURES = 1
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
     """Two single-threaded worker processes behind a scheduler on 127.0.0.1."""
-    config = {"distributed.scheduler.allowed-failures": ALLOWED_FAILURES}
+    config = {
+        "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
+        # Else the nanny writes it into this process's os.environ, for every
+        # process started after (as the LocalCluster tilewise starts, not).
+        f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None,
+    }
     with (
         dask.config.set(config),
         LocalCluster(
@@ -122,37 +128,48 @@ def test_a_multichannel_image_into_a_given_array(client: Client, make_image: Any
     np.testing.assert_array_equal(out, image.sum(axis=-1, dtype=np.int64))
 
 
-def test_the_image_is_scattered_once_and_jobs_stay_small(
-    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+def test_the_image_travels_once_in_strips_and_jobs_stay_small(
+    client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tilewise.executors import dask as backend
 
-    sent: list[tuple[Any, ...]] = []
-    scatter, submit = client.scatter, client.submit
-
-    def recording_scatter(data: Any, **options: Any) -> Any:
-        sent.append(("scatter", data))
-        return scatter(data, **options)
+    image = np.random.default_rng(7).standard_normal((100, 80))  # rows of tiles: 7 of 16, one of 4
+    submitted: list[tuple[Any, ...]] = []
+    submit = client.submit
 
     def recording_submit(func: Any, *args: Any, **options: Any) -> Any:
-        sent.append((func, *args))
+        submitted.append((func, *args))
         return submit(func, *args, **options)
 
-    monkeypatch.setattr(client, "scatter", recording_scatter)
     monkeypatch.setattr(client, "submit", recording_submit)
-    tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
-    scattered = [data for kind, data, *_ in sent if kind == "scatter"]
-    assert len(scattered) == 1
-    assert scattered[0] is image
-    jobs = [args[0] for func, *args in sent if func is backend._ShippedJob]
+    got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
+    strips = [args[0] for func, *args in submitted if func is backend._rows]
+    # One strip per row of tiles, with one row of halo above and below (reflected at the
+    # edges, so rows already there), and the first again for the rest of the run.
+    expected = [(0, 17)] + [(max(0, 16 * r - 1), min(100, 16 * r + 17)) for r in range(7)]
+    assert [len(s) for s in strips] == [b - a for a, b in expected]
+    for strip, (a, b) in zip(strips, expected, strict=True):
+        np.testing.assert_array_equal(strip, image[a:b])
+    jobs = [args[0] for func, *args in submitted if func is backend._ShippedJob]
     # One job for the first tile (whose result sets the output's dtype), one for the rest.
     assert len(jobs) == 2
     assert all(len(job) < image.nbytes // 10 for job in jobs)
-    tasks = [args for func, *args in sent if func is backend.compute_tiles]
+    tasks = [args for func, *args in submitted if func is backend.compute_tiles]
     assert sorted(t.index for _, _, group in tasks for t in group) == sorted(
-        t.index for t in tilewise.Grid(SHAPE, (TILE, TILE))
+        t.index for t in tilewise.Grid(image.shape, (TILE, TILE))
     )
-    assert all(image_arg is not image for _, image_arg, _ in tasks)  # the future, not pixels
+    assert all(len({t.index[0] for t in group}) == 1 for _, _, group in tasks)
+
+
+def test_rows_read_follow_the_boundary() -> None:
+    from tilewise.executors.dask import rows_read
+
+    grid = tilewise.Grid((100, 80), (TILE, TILE), halo=(3, 3))
+    assert rows_read(grid.tile_at((0, 0)), 100, "reflect") == [(0, 19)]
+    assert rows_read(grid.tile_at((3, 2)), 100, "reflect") == [(45, 67)]
+    assert rows_read(grid.tile_at((0, 0)), 100, "wrap") == [(0, 19), (97, 100)]
+    assert rows_read(grid.tile_at((6, 0)), 100, "constant") == [(93, 100)]
 
 
 @pytest.mark.parametrize(
@@ -229,6 +246,38 @@ def test_quick_tiles_travel_several_to_a_task(
     assert groups[-1] < groups[len(groups) // 2]  # the last tiles spread over the workers
 
 
+class Exclusive:
+    """Notes, in ``clashes``, every tile that started while another was running."""
+
+    def __init__(self, folder: Path) -> None:
+        self.busy = folder / "busy"
+        self.clashes = folder / "clashes"
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        try:
+            os.close(os.open(self.busy, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            self.clashes.touch()
+            return block
+        try:
+            # Held a while, so that two tiles allowed at once would overlap.
+            threading.Event().wait(0.05)
+            return ndi.uniform_filter(block, 9)
+        finally:
+            self.busy.unlink()
+
+
+@pytest.mark.parametrize(("workers", "clash"), [(1, False), (None, True)])
+def test_workers_limits_the_tiles_running_at_once(
+    client: Client, image: np.ndarray, tmp_path: Path, workers: int | None, clash: bool
+) -> None:
+    func = Exclusive(tmp_path)
+    got = tilewise.map_tiles(func, image, tile=32, halo=4, workers=workers, client=client)
+    assert func.clashes.exists() == clash
+    if not clash:
+        np.testing.assert_array_equal(got, serial(func, image, tile=32, halo=4))
+
+
 # --- which cluster ---------------------------------------------------------------------------
 
 
@@ -270,10 +319,16 @@ def test_without_a_cluster_a_local_one_is_started_and_closed(tmp_path: Path) -> 
     """In a fresh interpreter, where no default client exists."""
     script = textwrap.dedent(
         """
+        import os
         import numpy as np, psutil, tilewise, distributed
 
+        def negative_untrimmed(block):
+            # Dask's MALLOC_TRIM_THRESHOLD_ costs array work CPU; tilewise's cluster goes without.
+            assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            return -block
+
         image = np.arange(40 * 50.0).reshape(40, 50)
-        got = tilewise.map_tiles(np.negative, image, tile=16, backend="dask", workers=2)
+        got = tilewise.map_tiles(negative_untrimmed, image, tile=16, backend="dask", workers=2)
         assert np.array_equal(got, -image)
         left = [p.cmdline() for p in psutil.Process().children(recursive=True)]
         left = [c for c in left if not any("resource_tracker" in part for part in c)]
@@ -284,9 +339,11 @@ def test_without_a_cluster_a_local_one_is_started_and_closed(tmp_path: Path) -> 
             print("closed")
         """
     )
+    environ = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
     done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, cwd=tmp_path
-    )
+        [sys.executable, "-c", script],
+        capture_output=True, text=True, timeout=90, cwd=tmp_path, env=environ,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "closed"
 
@@ -464,14 +521,12 @@ def exit_always(block: np.ndarray) -> np.ndarray:
 
 @pytest.mark.slow
 def test_a_tile_that_kills_every_worker_is_a_worker_died_error(
-    client: Client, image: np.ndarray, tmp_path: Path
+    client: Client, image: np.ndarray
 ) -> None:
     # One tile: Dask counts a death against every task queued on the worker,
-    # so with more tiles a bystander could run out of attempts first. From a
-    # file: an in-memory image, scattered to both workers, would die with them.
-    np.save(tmp_path / "in.npy", image)
+    # so with more tiles a bystander could run out of attempts first.
     with pytest.raises(WorkerDiedError) as caught:
-        tilewise.map_tiles(exit_always, tmp_path / "in.npy", tile=SHAPE, client=client)
+        tilewise.map_tiles(exit_always, image, tile=SHAPE, client=client)
     assert caught.value.tile.index == (0, 0)
     assert f"all {ALLOWED_FAILURES + 1} attempts" in str(caught.value)
     client.wait_for_workers(2, timeout=60)

@@ -82,8 +82,8 @@ def map_tiles(
     workers : int, optional
         Tiles computed at once; by default the CPUs this process may use.
         With ``"dask"``: the workers of the ``LocalCluster`` started when no
-        cluster is given; on a cluster given, tiles in flight are limited
-        to 2 x ``workers`` (by default, 2 per thread of the cluster).
+        cluster is given; on a cluster given, at most this many of its
+        threads are kept busy (by default, all of them).
     backend : {"processes", "threads", "serial", "dask"}, optional
         Where tiles run. ``"processes"`` (the default for plain functions)
         runs pure-Python code on every core, with the image and result in

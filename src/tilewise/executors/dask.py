@@ -10,9 +10,10 @@ task, so tiles that take less travel several to a task (see
   small task whose result each worker fetches and unpickles once; should
   every worker holding it die, the scheduler makes it again;
 - a file input travels as its path: workers open it and read their windows
-  themselves, so no pixel passes through the client or the scheduler; an
-  in-memory image is scattered to every worker once, before the first tile
-  (it survives the loss of a worker, not of all those holding it);
+  themselves, so no pixel passes through the client or the scheduler;
+- an in-memory image travels in strips, the rows each row of tiles reads
+  (halo included), each sent once, when its first tile goes out (see
+  :class:`_Strips`); Dask then runs each tile where its strip is;
 - a file output is written by the workers, one tile-aligned region per tile;
   a worker on another machine than the client forces its tiles to disk
   before the task reports them done, so the client's resume journal only
@@ -48,13 +49,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
 import math
 import pickle
 import socket
 import time
 import uuid
+import warnings
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
@@ -66,6 +67,7 @@ import numpy as np
 from tilewise._optional import import_optional
 from tilewise._plan import available_cpus
 from tilewise._stages import TileJob, run_tile
+from tilewise.boundary import source_indices
 from tilewise.errors import TileError, WorkerDiedError
 from tilewise.executors._transport import pickle_job
 from tilewise.executors.base import Completed
@@ -73,7 +75,7 @@ from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.io.base import FileSink
 
-__all__ = ["DaskExecutor", "ScatteredSource"]
+__all__ = ["DaskExecutor", "InMemorySource"]
 
 #: Tasks submitted and not yet collected, per worker thread: the next task
 #: is already on the worker when one finishes, and few enough that results
@@ -85,35 +87,60 @@ IN_FLIGHT_PER_THREAD = 2
 TASK_SECONDS = 0.1
 #: Tiles in one task at most: its results all wait on the worker until the last is done.
 MAX_TILES_PER_TASK = 16
+#: The Dask setting of the environment of worker processes, set by their nanny.
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 #: Seconds between looks at the cluster's size: workers may join or leave
 #: during a run (an adaptive cluster, a worker lost and replaced).
 RESIZE_INTERVAL = 1.0
 
 
-class ScatteredSource(ArraySource):
-    """An in-memory image sent to every worker once; tasks receive it as an argument.
+class InMemorySource(ArraySource):
+    """An in-memory image, sent to the workers in strips of rows as tiles need them.
 
-    The caller keeps reading its own array (the job is built from it);
-    pickled, it leaves the pixels behind, so the job sent to workers stays small.
+    The caller reads its own array; pickled (in the job), it leaves the
+    pixels behind: each task receives the rows its tiles read.
     """
-
-    def __init__(self, array: np.ndarray, future: Any) -> None:
-        super().__init__(array)
-        self.future = future
 
     def __reduce__(self) -> tuple[type, tuple[tuple[int, ...], np.dtype]]:
         return (_ImageInTask, (self.array.shape, self.array.dtype))
 
 
 class _ImageInTask:
-    """Where a scattered image stands in a worker's job until a task swaps the array in."""
+    """Where an in-memory image stands in a worker's job until a task brings its rows."""
 
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape = shape
         self.dtype = dtype
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
-        raise RuntimeError("the scattered image is passed to each task, not kept in the job")
+        raise RuntimeError("an in-memory image's rows come with each task, not with the job")
+
+
+class _Rows:
+    """The rows of an image that one row of tiles reads: ``pieces`` of (first row, rows)."""
+
+    def __init__(
+        self, shape: tuple[int, ...], dtype: np.dtype, pieces: Sequence[tuple[int, np.ndarray]]
+    ) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.pieces = pieces
+
+    def read(self, rows: slice, cols: slice) -> np.ndarray:
+        for first, part in self.pieces:
+            if first <= rows.start and rows.stop <= first + len(part):
+                return part[rows.start - first : rows.stop - first, cols]
+        raise RuntimeError(f"rows {rows.start}:{rows.stop} were not sent with this tile")
+
+
+def rows_read(tile: Tile, n_rows: int, boundary: str) -> list[tuple[int, int]]:
+    """The image rows ``tile``'s block reads, as (start, stop) runs (two for ``"wrap"``)."""
+    h = tile.halo
+    mode = "nearest" if boundary == "none" else boundary  # "none": the block is inside already
+    rows = source_indices(tile.y.start - h.top, tile.y.stop + h.bottom, n_rows, mode)
+    rows = np.unique(rows[rows >= 0])  # -1: a cval row, read from nowhere
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)]
 
 
 class _ShippedJob:
@@ -140,15 +167,18 @@ class _ShippedJob:
 
 
 def compute_tiles(
-    shipped: _ShippedJob, image: np.ndarray | None, tiles: tuple[Tile, ...]
+    shipped: _ShippedJob,
+    pieces: Sequence[tuple[int, np.ndarray]] | None,
+    tiles: tuple[Tile, ...],
 ) -> tuple[list[np.ndarray | None], float]:
     """The task: a few tiles, in order, on a worker; their results and the seconds each took.
 
-    A file output's regions are on disk when it returns.
+    ``pieces``: the rows of an in-memory image these tiles read. A file
+    output's regions are on disk when it returns.
     """
     job = shipped.job
-    if image is not None:
-        job = replace(job, source=ArraySource(image))
+    if pieces is not None:
+        job = replace(job, source=_Rows(job.source.shape, job.source.dtype, pieces))
     start = time.perf_counter()
     cores = [run_tile(job, tile) for tile in tiles]
     seconds = (time.perf_counter() - start) / len(tiles)
@@ -160,11 +190,11 @@ def compute_tiles(
     return cores, seconds
 
 
-@functools.cache
 def machine_id() -> str:
     """What tells this machine (its running kernel) from others: Linux's boot id, or the host name.
 
-    Containers on one host share its boot id, and its page cache.
+    Containers on one host share its boot id, and its page cache. Not cached:
+    read where it is called, even in a copy of this function sent by value.
     """
     with contextlib.suppress(OSError):
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
@@ -197,22 +227,29 @@ class DaskExecutor:
         self.client = client
         self._killed_worker: type[Exception] = distributed.KilledWorker
         self._as_completed = distributed.as_completed
-        self._scattered: list[Any] = []
         self._run: Generator[Completed, None, None] | None = None
         self._pace = _Pace(client, workers)  # kept across runs: the first run times the tiles
 
     def _start_cluster(self, distributed: Any, workers: int) -> Any:
         """A LocalCluster of single-threaded worker processes, for this run only."""
-        self._cluster = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,  # pure-Python functions hold the GIL: one thread per process
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            # A tile's error reaches the caller as a TileError; the workers'
-            # own log of it would print the same traceback again.
-            silence_logs=logging.CRITICAL,
-        )
+        import dask.config
+
+        # Dask has workers hand freed memory back to the system at once
+        # (MALLOC_TRIM_THRESHOLD_); tiles allocate arrays of megabytes, and that
+        # cost them a third more CPU time. This cluster ends with the run anyway.
+        with dask.config.set({f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None}):
+            self._cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,  # pure-Python functions hold the GIL: one per process
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                # Its health page on any free port: not on 8787, another cluster's dashboard.
+                scheduler_kwargs={"dashboard_address": ":0"},
+                # A tile's error reaches the caller as a TileError; the workers'
+                # own log of it would print the same traceback again.
+                silence_logs=logging.CRITICAL,
+            )
         try:
             # Workers on this machine are reachable: pixels need not hop through the scheduler.
             return distributed.Client(self._cluster, set_as_default=False, direct_to_workers=True)
@@ -221,12 +258,10 @@ class DaskExecutor:
             raise
 
     def share(self, source: Source) -> Source:
-        """An in-memory image scattered to every worker, once; a file source as it is."""
-        if not isinstance(source, ArraySource) or isinstance(source, ScatteredSource):
+        """An in-memory image marked to travel in strips; a file source as it is."""
+        if not isinstance(source, ArraySource) or isinstance(source, InMemorySource):
             return source  # files (and zarr arrays) pickle small; workers open their own
-        future = self.client.scatter(source.array, broadcast=True, hash=False)
-        self._scattered.append(future)
-        return ScatteredSource(source.array, future)
+        return InMemorySource(source.array)
 
     def share_sink(self, sink: Sink) -> Sink:
         return sink  # a numpy array is written here, by run(); other sinks by the workers
@@ -243,9 +278,6 @@ class DaskExecutor:
             if self._run is not None:
                 self._run.close()  # cancels the tiles still queued if the caller stopped early
         finally:
-            for future in self._scattered:
-                future.release()
-            self._scattered.clear()
             if self._own_client:
                 self.client.close()
             if self._cluster is not None:
@@ -254,34 +286,43 @@ class DaskExecutor:
     def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
         # A numpy output lives in this process: tasks return their core and it is written here.
         here = job.sink if isinstance(job.sink, ArraySink) else None
-        image = job.source.future if isinstance(job.source, ScatteredSource) else None
         payload = pickle_job(_portable(job if here is None else replace(job, sink=None)))
-        name = f"tilewise-{uuid.uuid4().hex[:12]}"
+        name = f"{_task_prefix(job.func)}-{uuid.uuid4().hex[:12]}"
         # A task, not scattered data: should every worker holding it die, the
         # scheduler makes it again from these bytes.
         shipped = self.client.submit(
             _ShippedJob, payload, machine_id(), key=f"{name}-job", pure=False
         )
+        strips = _Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
         pending = deque(tiles)
         running: dict[Any, tuple[Tile, ...]] = {}
         completed = self._as_completed(with_results=True, raise_errors=False, loop=self.client.loop)
 
         def submit() -> None:
-            while pending and len(running) < IN_FLIGHT_PER_THREAD * self._pace.threads():
+            while pending and len(running) < self._pace.in_flight():
                 size = self._pace.tiles_per_task(len(pending))
-                group = tuple(pending.popleft() for _ in range(min(size, len(pending))))
+                row = pending[0].index[0]
+                group: list[Tile] = []
+                while pending and len(group) < size and pending[0].index[0] == row:
+                    group.append(pending.popleft())  # one row of tiles: one strip of the image
+                pieces = None if strips is None else strips.acquire(group)
                 future = self.client.submit(
-                    compute_tiles, shipped, image, group, key=(name, *group[0].index), pure=False
-                )
-                running[future] = group
+                    compute_tiles, shipped, pieces, tuple(group), key=(name, *group[0].index),
+                    pure=False,
+                )  # fmt: skip
+                running[future] = tuple(group)
                 completed.add(future)
 
         try:
+            if strips is not None:
+                strips.count(tiles)
             submit()
             for future, result in completed:
                 group = running.pop(future)
                 cores, seconds = self._result(future, result, group)
                 future.release()
+                if strips is not None:
+                    strips.release(group)
                 self._pace.observe(seconds)
                 submit()
                 for tile, core in zip(group, cores, strict=True):
@@ -293,6 +334,8 @@ class DaskExecutor:
             if running:
                 # Queued tiles never start; those already running finish on their workers.
                 self.client.cancel(list(running))
+            if strips is not None:
+                strips.close()
             shipped.release()
 
     def _result(
@@ -321,13 +364,73 @@ class DaskExecutor:
         raise AssertionError(f"future {future.key!r} erred but raised nothing")
 
 
+class _Strips:
+    """An in-memory image, sent in strips: the rows each row of tiles reads, with its halo.
+
+    A strip is a task holding its rows, not scattered data: Dask places a
+    tile where its strip is (so rows of tiles spread over the workers, and
+    each strip travels once), and should the worker holding it die, the
+    scheduler, which keeps the task's bytes, sends it again. A strip is sent
+    when its first tile goes out and dropped when its last tile is back, so
+    the cluster holds a few strips at a time, not the image.
+    """
+
+    def __init__(self, client: Any, name: str, job: TileJob) -> None:
+        self.client = client
+        self.name = name
+        source = job.source
+        assert isinstance(source, InMemorySource)
+        self.array = source.array
+        self.boundary = job.boundary
+        self.sent: dict[int, list[tuple[int, Any]]] = {}  # row of tiles -> pieces in flight
+        self.left: dict[int, int] = {}  # row of tiles -> its tiles not back yet
+
+    def count(self, tiles: Sequence[Tile]) -> None:
+        for tile in tiles:
+            self.left[tile.index[0]] = self.left.get(tile.index[0], 0) + 1
+
+    def acquire(self, group: list[Tile]) -> list[tuple[int, Any]]:
+        row = group[0].index[0]
+        if row not in self.sent:
+            runs = rows_read(group[0], self.array.shape[0], self.boundary)
+            with warnings.catch_warnings():
+                # Dask warns of "large graphs" from about 10 MB: a strip is meant to be one.
+                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
+                self.sent[row] = [(start, self._send(start, stop)) for start, stop in runs]
+        return self.sent[row]
+
+    def release(self, group: tuple[Tile, ...]) -> None:
+        row = group[0].index[0]
+        self.left[row] -= len(group)
+        if self.left[row] == 0:
+            for _, future in self.sent.pop(row):
+                future.release()
+
+    def close(self) -> None:
+        for pieces in self.sent.values():
+            for _, future in pieces:
+                future.release()
+        self.sent.clear()
+
+    def _send(self, start: int, stop: int) -> Any:
+        rows = np.ascontiguousarray(self.array[start:stop])
+        return self.client.submit(_rows, rows, key=f"{self.name}-rows-{start}-{stop}", pure=False)
+
+
+def _rows(rows: np.ndarray) -> np.ndarray:
+    """A strip's task: its rows, as the client sent them."""
+    return rows
+
+
 class _Pace:
     """How many tasks to keep in flight, and how many tiles to put in each.
 
-    Tasks in flight: per thread of the cluster, looked at now and then, as
-    workers may come and go. Tiles per task: enough for a task to last
-    :data:`TASK_SECONDS`, from the tiles' measured time; fewer near the end,
-    so the last tiles spread over the workers.
+    Tasks in flight: :data:`IN_FLIGHT_PER_THREAD` per thread of the
+    cluster, looked at now and then, as workers may come and go; or exactly
+    ``workers``, when that is fewer threads than the cluster has. Tiles per
+    task: enough for a task to last :data:`TASK_SECONDS`, from the tiles'
+    measured time; fewer near the end, so the last tiles spread over the
+    workers.
     """
 
     def __init__(self, client: Any, workers: int | None) -> None:
@@ -338,15 +441,19 @@ class _Pace:
         self._checked = -float("inf")
 
     def threads(self) -> int:
+        """The cluster's threads, or ``workers`` if fewer."""
         now = time.monotonic()
         if now - self._checked >= RESIZE_INTERVAL:
-            threads = sum(self.client.nthreads().values())
-            if self.workers is not None:
-                threads = min(threads, self.workers)
             # With no worker yet (a cluster scaling up), a few tiles wait at the scheduler.
-            self._threads = max(threads, 1)
+            self._threads = max(sum(self.client.nthreads().values()), 1)
             self._checked = now
-        return self._threads
+        return self._threads if self.workers is None else min(self._threads, self.workers)
+
+    def in_flight(self) -> int:
+        threads = self.threads()
+        if self.workers is not None and self.workers < self._threads:
+            return self.workers  # a limit asked for: no more tasks than that at once
+        return IN_FLIGHT_PER_THREAD * threads
 
     def observe(self, seconds: float) -> None:
         last = self.tile_seconds
@@ -358,6 +465,19 @@ class _Pace:
         enough = math.ceil(TASK_SECONDS / max(self.tile_seconds, 1e-6))
         fair = -(-remaining // self.threads())
         return max(1, min(enough, fair, MAX_TILES_PER_TASK))
+
+
+def _task_prefix(func: Any) -> str:
+    """``tilewise_<function name>``: the name the dashboard shows these tasks under.
+
+    Dask learns how long tasks take per name (the key up to its first
+    ``-``) and places tasks by it: tiles of different functions must not
+    share one, or a quick function's record makes a slow one's tasks look
+    too short to be worth moving to an idle worker.
+    """
+    inner = getattr(func, "func", func)  # functools.partial, a pixelwise kernel
+    name = getattr(inner, "__name__", None) or type(inner).__name__
+    return "tilewise_" + ("".join(c for c in name if c.isalnum() or c == "_") or "func")
 
 
 def _others(group: tuple[Tile, ...]) -> str:
