@@ -52,9 +52,9 @@ class LoadElsewhere:
     """CPU time taken by other processes (and the hypervisor) while the block ran.
 
     The share is of all CPUs over the block's wall time: 0.5 on two CPUs means
-    one CPU was busy elsewhere throughout. With ``children=True`` the CPU time
-    of this process's waited-for children counts as its own (a suite that runs
-    each method in a child process). Linux only (/proc/stat); None elsewhere.
+    one CPU was busy elsewhere throughout. Only this process's own CPU time is
+    not counted: use it around work done in this process. Linux only
+    (/proc/stat); None elsewhere.
 
     >>> with LoadElsewhere() as load:
     ...     pass
@@ -63,17 +63,14 @@ class LoadElsewhere:
     """
 
     share: float | None = None
-
-    def __init__(self, children: bool = False) -> None:
-        self._children = children
-        self._start: tuple[float, float, float] | None = None
+    _start: tuple[float, float, float] | None = None
 
     def __enter__(self) -> LoadElsewhere:
-        self._start = _cpu_counters(self._children)
+        self._start = _cpu_counters()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        end = _cpu_counters(self._children)
+        end = _cpu_counters()
         if self._start is None or end is None:
             return
         total = end[0] - self._start[0]
@@ -95,14 +92,10 @@ def system_cpu() -> tuple[float, float] | None:
     return total, total - (fields[3] + fields[4]) / tick
 
 
-def _cpu_counters(children: bool) -> tuple[float, float, float] | None:
+def _cpu_counters() -> tuple[float, float, float] | None:
     """(all CPU seconds, busy CPU seconds, this process's CPU seconds) since boot."""
     counters = system_cpu()
     if counters is None:
         return None
-    total, busy = counters
-    times = os.times()
-    own = times.user + times.system
-    if children:
-        own += times.children_user + times.children_system
-    return total, busy, own
+    own = os.times()
+    return (*counters, own.user + own.system)

@@ -23,6 +23,9 @@ from tilewise.bench.machine import system_cpu
 #: Seconds between samples: short enough to catch a run's peak, long enough
 #: that reading /proc costs the measured run little CPU.
 INTERVAL = 0.05
+#: CPU seconds (summed over all CPUs) a window must last for its share of
+#: CPU taken elsewhere to mean anything.
+SHORTEST_WINDOW = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,8 @@ class TreeSampler:
             peak = self._peak
         end = self._cpu()
         start, elsewhere = self._cpu_at_open, None
-        if start is not None and end is not None and end[0] > start[0]:
+        # /proc/stat counts in ticks of 10 ms: a shorter window says nothing.
+        if start is not None and end is not None and end[0] - start[0] >= SHORTEST_WINDOW:
             busy_elsewhere = (end[1] - start[1]) - (end[2] - start[2])
             elsewhere = min(1.0, max(0.0, busy_elsewhere / (end[0] - start[0])))
         return Usage(peak.pinned, peak.rss, peak.processes, elsewhere)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tilewise.bench.machine import machine
 from tilewise.bench.methods import METHODS
-from tilewise.bench.results import Result, Settings
+from tilewise.bench.results import QUIET, Result, Settings
 from tilewise.bench.targets import judge
 from tilewise.bench.workloads import Workload
 
@@ -32,17 +32,15 @@ def write(
     results: Sequence[Result],
     settings: Settings,
     command: str,
-    load: float | None,
     elapsed: float,
 ) -> str:
     """Write results.md, results.json and the plot into ``out``; return the Markdown."""
-    text = markdown(workloads, results, settings, command, load, elapsed)
+    text = markdown(workloads, results, settings, command, elapsed)
     (out / "results.md").write_text(text, encoding="utf-8")
     figures = {
         "command": command,
         "machine": machine(PACKAGES),
         "settings": asdict(settings),
-        "load_elsewhere": load,
         "results": [asdict(r) for r in results],
     }
     (out / "results.json").write_text(json.dumps(figures, indent=1), encoding="utf-8")
@@ -55,10 +53,15 @@ def markdown(
     results: Sequence[Result],
     settings: Settings,
     command: str,
-    load: float | None,
     elapsed: float,
 ) -> str:
-    load_text = "" if load is None else f"; other processes took {load:.0%} of its CPU time"
+    shares = sorted(r.elsewhere for r in results if r.elsewhere is not None)
+    load_text = (
+        f"; other processes took {shares[len(shares) // 2]:.0%} of the CPUs during the "
+        f"median method's runs, up to {shares[-1]:.0%}"
+        if shares
+        else ""
+    )
     kind = (
         "quick run: small images, few runs; the targets are judged on the full run"
         if settings.quick
@@ -72,8 +75,9 @@ def markdown(
         f"- Machine: {machine(PACKAGES)}.",
         f"- {settings.workers} workers for every parallel method; the run took "
         f"{elapsed / 60:.1f} min{load_text} (a shared machine: absolute times are noisy).",
-        f"- Each method runs in a process of its own: a warm-up, then {settings.most} timed "
-        f"runs (down to {settings.least} for slow methods); the figure is their median. "
+        "- Each method runs in a process of its own: a warm-up, then as many timed runs as "
+        f"fit in {settings.budget:g} s, at least {settings.least} and at most {settings.most}; "
+        "the figure is their median. "
         "*x reference* is that median over the first row's, the best plain call. Each "
         "result is checked against the reference's.",
         "- Memory is the peak over the warm-up and the timed runs, of the method's whole "
@@ -82,11 +86,20 @@ def markdown(
         "counts the file pages a memory map touches, which the kernel can drop).",
         "- *CPU elsewhere*: the share of all CPUs that other processes took during the "
         "method's runs; a row with a large share ran on a busy machine and is slower "
-        "than it would be alone.",
+        "than it would be alone."
+        + (
+            f" A method measured while other processes took more than {QUIET:.0%} ran "
+            f"again, up to {settings.attempts} times in all, and its least disturbed "
+            "attempt is the one shown."
+            if settings.attempts > 1
+            else ""
+        ),
         "",
         f"![time against the best plain call, and peak memory, per method]({PLOT})",
         "",
     ]
+    lines += ["## Headline", "", headline_table(workloads, results), ""]
+    lines += ["## Every method", ""]
     for workload in workloads:
         lines += [workload_table(workload, [r for r in results if r.workload == workload.name])]
         lines += [""]
@@ -99,6 +112,41 @@ def markdown(
     else:
         lines += [targets_table(workloads, results, settings), ""]
     return "\n".join(lines)
+
+
+def headline_table(workloads: Sequence[Workload], results: Sequence[Result]) -> str:
+    """Per workload: the plain call, tilewise's fastest method, the fastest alternative."""
+    lines = [
+        "| workload | plain call | tilewise, fastest | alternative, fastest "
+        "| tilewise's speed-up over it | peak pinned, tilewise vs it |",
+        "|---|---|---|---|---:|---|",
+    ]
+    for workload in workloads:
+        rows = [r for r in results if r.workload == workload.name and not r.failed]
+        reference = next((r for r in rows if r.method == workload.reference), None)
+        others = [r for r in rows if r is not reference]
+        tiled = min((r for r in others if r.tilewise), key=_median, default=None)
+        other = min((r for r in others if not r.tilewise), key=_median, default=None)
+        if reference is None or tiled is None or other is None:
+            continue
+        base = _median(reference)
+
+        def cell(result: Result, base: float = base) -> str:
+            name = METHODS[result.method].name
+            return f"{name}: {_median(result):.3g} s ({_median(result) / base:.2f}x)"
+
+        lines.append(
+            f"| {workload.name}, {workload.size} | {METHODS[reference.method].name}: "
+            f"{base:.3g} s | {cell(tiled)} | {cell(other)} "
+            f"| {_median(other) / _median(tiled):.2f}x "
+            f"| {_mib(tiled.pinned)} vs {_mib(other.pinned)} MiB |"
+        )
+    return "\n".join(lines)
+
+
+def _median(result: Result) -> float:
+    assert result.median is not None
+    return result.median
 
 
 def workload_table(workload: Workload, results: Sequence[Result]) -> str:
@@ -175,6 +223,7 @@ def plot(workloads: Sequence[Workload], results: Sequence[Result], path: Path) -
         figsize=(12, sum(heights) + 0.6),
         gridspec_kw={"height_ratios": heights, "width_ratios": [3, 2]},
         squeeze=False,
+        layout="constrained",
     )
     for (time_axis, memory_axis), workload in zip(axes, workloads, strict=True):
         rows = [r for r in results if r.workload == workload.name]
@@ -218,6 +267,5 @@ def plot(workloads: Sequence[Workload], results: Sequence[Result], path: Path) -
     axes[-1][0].set_xlabel("time / best plain call (black), log scale: lower is faster")
     axes[-1][1].set_xlabel("peak pinned memory of the process tree (MiB)")
     figure.suptitle("tilewise (blue) against what users pick instead (grey)", fontsize=11)
-    figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

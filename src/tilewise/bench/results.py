@@ -6,6 +6,10 @@ from dataclasses import dataclass, field
 
 from tilewise.bench.machine import usable_cpus
 
+#: Share of all CPUs other processes may take during a method's runs before
+#: the method is measured again (see :func:`tilewise.bench.suite.run_suite`).
+QUIET = 0.25
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -18,12 +22,14 @@ class Settings:
     least: int  # timed runs of a slow one (see timing.repeats_for)
     budget: float  # seconds of timed runs a slow method is given
     timeout: float  # seconds a runner may take before it is stopped
+    attempts: int  # runners per method at most, while other processes keep the CPUs busy
 
     @classmethod
     def make(cls, quick: bool, workers: int | None, file_gib: float | None) -> Settings:
+        workers = workers or usable_cpus()
         if quick:
-            return cls(True, workers or usable_cpus(), file_gib or 1 / 32, 2, 1, 1.0, 120.0)
-        return cls(False, workers or usable_cpus(), file_gib or 1.0, 5, 3, 15.0, 1800.0)
+            return cls(True, workers, file_gib or 1 / 32, 5, 1, 0.5, 120.0, attempts=1)
+        return cls(False, workers, file_gib or 1.0, 25, 3, 5.0, 1800.0, attempts=3)
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class Result:
     rss: int | None = None
     processes: int | None = None
     elsewhere: float | None = None  # share of all CPUs other processes took meanwhile
+    attempts: int = 1  # runners started for these figures (see suite.QUIET)
     setup: dict[str, float] = field(default_factory=dict)
     check: str = ""
     error: str | None = None

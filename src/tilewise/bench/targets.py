@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from tilewise.bench.results import Result, Settings
+from tilewise.bench.methods import METHODS
+from tilewise.bench.results import QUIET, Result, Settings
 from tilewise.bench.workloads import Workload
 
 MIB = 2**20
+METHOD_NAMES = {key: method.name for key, method in METHODS.items()}
 #: The size SPEC section 5 and issue 5 set the file targets for.
 TARGET_FILE_GIB = 4.0
 
@@ -85,8 +87,20 @@ def _pinned(result: Result | None) -> str:
     return f"{result.pinned / MIB:.0f} MiB pinned"
 
 
-def _met(ok: bool, note: str = "") -> str:
-    return ("yes" if ok else "**no**") + (f" ({note})" if note else "")
+def _met(ok: bool, *figures: Result | None, note: str = "") -> str:
+    """ "yes" or "no", with a note on the size, and on the load elsewhere the figures ran under.
+
+    Time figures measured while other processes took more than :data:`QUIET`
+    of the CPUs are named: a ratio between a disturbed figure and a quiet
+    one says more about the machine than about the methods.
+    """
+    notes = [note] if note else []
+    busy = [r for r in figures if r is not None and (r.elsewhere or 0.0) > QUIET]
+    if busy:
+        worst = max(r.elsewhere or 0.0 for r in busy)
+        names = ", ".join(METHOD_NAMES.get(r.method, r.method) for r in busy)
+        notes.append(f"{names} ran while other processes took up to {worst:.0%} of the CPUs")
+    return ("yes" if ok else "**no**") + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def judge(
@@ -135,7 +149,7 @@ def _time_target(
             _named(alternative, f"{_seconds(alternative)}"),
             _named(reference, _seconds(reference)),
             ratio_text,
-            _met(ok),
+            _met(ok, tiled, reference),
         )
 
     return judge_one
@@ -165,7 +179,7 @@ def _dask_backend(
             _named(other, _seconds(other)),
             _named(reference, _seconds(reference)),
             f"{ratio:.2f}x the time of {other_name}",
-            _met(ratio <= limit),
+            _met(ratio <= limit, tiled, other),
         )
 
     return judge_one
@@ -217,7 +231,7 @@ def _file_memory(
             _named(alternative, _pinned(alternative)),
             _named(figures.reference("file"), _pinned(figures.reference("file"))),
             f"{worst.pinned / limit_bytes:.2f} of the limit",
-            _met(worst.pinned <= limit_bytes, _file_note(figures)),
+            _met(worst.pinned <= limit_bytes, note=_file_note(figures)),
         )
 
     return judge_one
@@ -245,7 +259,7 @@ def _file_rate(figures: Figures, settings: Settings) -> Verdict | None:
         if reference
         else "not measured",
         f"{rate / dask_rate:.2f}x dask's rate",
-        _met(rate >= 2 * dask_rate, _file_note(figures)),
+        _met(rate >= 2 * dask_rate, best, dask, note=_file_note(figures)),
     )
 
 
@@ -264,7 +278,7 @@ def _pixelwise_per_pixel(figures: Figures, settings: Settings) -> Verdict | None
         _named(prange, f"{figures.megapixels_per_second(prange):.0f} MP/s" if prange else ""),
         _named(loop, f"{figures.megapixels_per_second(loop):.2f} MP/s"),
         f"{ratio:.0f}x the loop's rate",
-        _met(ratio >= 100),
+        _met(ratio >= 100, kernel, loop),
     )
 
 
@@ -292,7 +306,7 @@ def _overhead(method: str, limit_ms: float) -> Callable[[Figures, Settings], Ver
             else "not measured",
             _named(reference, _seconds(reference)),
             f"{per_tile(tiled) / limit_ms:.2f} of the limit",
-            _met(per_tile(tiled) <= limit_ms),
+            _met(per_tile(tiled) <= limit_ms, tiled, reference),
         )
 
     return judge_one
