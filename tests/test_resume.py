@@ -105,8 +105,9 @@ def test_a_resume_on_worker_processes(image: np.ndarray, tmp_path: Path) -> None
         )
     func.computed()
     recorded = read_journal_done(out)
-    # (3, 4) is the last tile: it is sent once all but the 4 in flight have come back.
-    assert len(recorded) >= TOTAL - 1 - 2 * 2
+    # (3, 4) is the last tile; how many others finished before it failed depends on how
+    # many were in flight (quick tiles travel in batches), but some did and it did not.
+    assert recorded and (3, 4) not in recorded
     func.stop.unlink()
     tilewise.map_tiles(
         func, image, tile=TILE, halo=1, out=out, pass_tile=True, backend="processes", resume=True
