@@ -78,12 +78,14 @@ def test_memory_window_sees_a_child_process_allocation() -> None:
         "print('held', flush=True)\n"
         "sys.stdin.readline()\n"
     )
-    child = subprocess.Popen(
-        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdin is not None
-    assert child.stdout is not None
-    with TreeSampler(os.getpid()) as sampler:
+    with (
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as child,
+        TreeSampler(os.getpid()) as sampler,
+    ):
+        assert child.stdin is not None
+        assert child.stdout is not None
         sampler.open()
         child.stdin.write("allocate\n")
         child.stdin.flush()
@@ -91,7 +93,7 @@ def test_memory_window_sees_a_child_process_allocation() -> None:
         peak = sampler.close()
         child.stdin.write("done\n")
         child.stdin.flush()
-    child.wait(timeout=30)
+        child.wait(timeout=30)
     if not Path("/proc/self/smaps_rollup").exists():
         pytest.skip("no /proc/PID/smaps_rollup on this system")
     assert peak.processes >= 2

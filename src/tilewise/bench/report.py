@@ -136,7 +136,7 @@ def headline_table(workloads: Sequence[Workload], results: Sequence[Result]) -> 
             return f"{name}: {_median(result):.3g} s ({_median(result) / base:.2f}x)"
 
         lines.append(
-            f"| {workload.name}, {workload.size} | {METHODS[reference.method].name}: "
+            f"| {workload.name}, {workload.size} | {workload.whole_name}: "
             f"{base:.3g} s | {cell(tiled)} | {cell(other)} "
             f"| {_median(other) / _median(tiled):.2f}x "
             f"| {_mib(tiled.pinned)} vs {_mib(other.pinned)} MiB |"

@@ -207,8 +207,9 @@ def _run_method(
         least=min(settings.least, most),
         budget=settings.budget,
     )
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as stderr:
-        process = subprocess.Popen(
+    with (
+        tempfile.TemporaryFile("w+", encoding="utf-8") as stderr,
+        subprocess.Popen(
             [sys.executable, "-m", "tilewise.bench.runner", argument],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -216,7 +217,8 @@ def _run_method(
             text=True,
             env=env,
             start_new_session=True,  # its whole tree can be stopped, and nothing else
-        )
+        ) as process,
+    ):
         assert process.stdin is not None
         assert process.stdout is not None
         watchdog = threading.Timer(settings.timeout, _stop, (process,))
@@ -231,10 +233,10 @@ def _run_method(
         if message is None:
             stderr.seek(0)
             lines = stderr.read().strip().splitlines() or ["(nothing on stderr)"]
-            reason = "stopped after the timeout" if process.returncode == -signal.SIGKILL else ""
-            return _replace(
-                base, error=f"runner exited with {process.returncode} {reason}: {lines[-1]}"
-            )
+            how = f"exited with {process.returncode}"
+            if process.returncode == -signal.SIGKILL:
+                how = f"was stopped after {settings.timeout:g} s"
+            return _replace(base, error=f"the runner {how}: {lines[-1]}")
     if "error" in message:
         return _replace(base, error=message["error"])
     return _replace(
