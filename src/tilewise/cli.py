@@ -460,7 +460,6 @@ def _apply(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from tilewise.executors.threads import IN_FLIGHT_PER_WORKER
     from tilewise.grid import Grid
     from tilewise.io import open_source
     from tilewise.io.image import ImageSource
@@ -494,7 +493,7 @@ def _info(args: argparse.Namespace) -> int:
         (
             "memory",
             f"about {_bytes(estimate)} at peak with {_count(workers, 'worker')} "
-            f"({IN_FLIGHT_PER_WORKER} tiles in flight each), assuming the result has the "
+            "(one tile at a time each), assuming the result has the "
             "input's dtype and FUNC needs no more than its result; plus ~50 MiB per worker "
             "process for Python itself",
         ),

@@ -168,10 +168,12 @@ def _limit_threads(threads: int) -> None:
     """Keep workers x native threads within the cores (libraries loaded by now)."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=threads)
     numba = sys.modules.get("numba")
     if numba is not None:
+        # First: this may load numba's threading layer (an OpenMP library),
+        # which the limits below must then cover.
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    threadpool_limits(limits=threads)
 
 
 def _run(job: TileJob | None, job_id: int, tile: Tile) -> Any:

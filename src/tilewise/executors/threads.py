@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
+from queue import SimpleQueue
 
 import numpy as np
 
@@ -12,12 +15,24 @@ from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, Sink, Source
 
-#: Tiles submitted but not finished, per worker: enough to keep every thread
-#: busy, few enough that a failure stops the run promptly.
-IN_FLIGHT_PER_WORKER = 2
+#: Seconds a thread gathers finished tiles before it reports them: waking the
+#: caller's thread for each small tile would cost more than the tile.
+REPORT_EVERY = 0.01
+
+#: What a worker thread puts on the queue: tiles it finished and the failure
+#: that stopped it, if any; or None once it has no more tiles to take.
+_Report = tuple[list[Completed], "BaseException | None"] | None
 
 
 class ThreadExecutor:
+    """Each thread takes the next tile as soon as it is free, until none are left.
+
+    Threads pull tiles from one shared iterator and report finished tiles on
+    one queue, a batch at a time: no future per tile and no wake-up of the
+    caller per tile, which matters for small tiles. A failure is reported at
+    once, with the tiles finished before it.
+    """
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilewise")
@@ -32,26 +47,48 @@ class ThreadExecutor:
         return ArraySink(np.empty(shape, dtype))
 
     def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
-        pending = iter(tiles)
-        running: dict[Future[np.ndarray | None], Tile] = {}
+        todo = iter(tiles)
+        take = threading.Lock()
+        stop = threading.Event()  # set when the run ends early: a failure, or the caller stops
+        reports: SimpleQueue[_Report] = SimpleQueue()
+
+        def work() -> None:
+            finished: list[Completed] = []
+            last_report = time.monotonic()
+            try:
+                while not stop.is_set():
+                    with take:
+                        tile = next(todo, None)
+                    if tile is None:
+                        return
+                    try:
+                        finished.append((tile, run_tile(job, tile)))
+                    except BaseException as exc:
+                        reports.put((finished, exc))
+                        finished = []
+                        return
+                    if time.monotonic() - last_report > REPORT_EVERY:
+                        reports.put((finished, None))
+                        finished, last_report = [], time.monotonic()
+            finally:
+                reports.put((finished, None))
+                reports.put(None)
+
+        threads = [self._pool.submit(work) for _ in range(min(self.workers, len(tiles)))]
         try:
-            for tile in pending:
-                running[self._pool.submit(run_tile, job, tile)] = tile
-                if len(running) >= self.workers * IN_FLIGHT_PER_WORKER:
-                    break
+            running = len(threads)
             while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    tile = running.pop(future)
-                    result = future.result()  # a TileError propagates, ending the run
-                    next_tile = next(pending, None)
-                    if next_tile is not None:
-                        running[self._pool.submit(run_tile, job, next_tile)] = next_tile
-                    yield tile, result
+                report = reports.get()
+                if report is None:
+                    running -= 1
+                    continue
+                finished, error = report
+                yield from finished
+                if error is not None:
+                    raise error  # a TileError, ending the run
         finally:
-            for future in running:
-                future.cancel()
-            wait(running)
+            stop.set()  # threads finish the tile they hold, and take no other
+            wait(threads)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
