@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +31,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
+from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import PRE_SPAWN_ENVIRON
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
@@ -72,6 +74,19 @@ def image() -> np.ndarray:
     return np.random.default_rng(7).standard_normal(SHAPE)
 
 
+@pytest.fixture(params=["shared-memory", "strips"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """How in-memory images reach the workers: shared memory, as this cluster's workers
+    share the test's machine, or in strips, as for workers on other machines."""
+    if request.param == "strips":
+        monkeypatch.setattr(dask_backend, "workers_share_memory", lambda client: False)
+    return str(request.param)
+
+
+def shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
 def smooth(block: np.ndarray) -> np.ndarray:
     return ndi.uniform_filter(block, 3)
 
@@ -112,15 +127,23 @@ CASES: list[tuple[str, Callable[..., Any], dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("func", "options"), [pytest.param(f, o, id=name) for name, f, o in CASES])
 def test_in_memory_result_equals_serial(
-    client: Client, image: np.ndarray, func: Callable[..., Any], options: dict[str, Any]
+    client: Client,
+    image: np.ndarray,
+    transport: str,
+    func: Callable[..., Any],
+    options: dict[str, Any],
 ) -> None:
+    before = shm_entries()
     got = tilewise.map_tiles(func, image, backend="dask", client=client, **options)
     expected = serial(func, image, **options)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
+    assert shm_entries() == before
 
 
-def test_a_multichannel_image_into_a_given_array(client: Client, make_image: Any) -> None:
+def test_a_multichannel_image_into_a_given_array(
+    client: Client, make_image: Any, transport: str
+) -> None:
     image = make_image((40, 50, 3), np.uint8)
     out = np.full((40, 50), -1, np.int64)
     returned = tilewise.map_tiles(channel_sum, image, tile=16, out=out, client=client)
@@ -128,12 +151,8 @@ def test_a_multichannel_image_into_a_given_array(client: Client, make_image: Any
     np.testing.assert_array_equal(out, image.sum(axis=-1, dtype=np.int64))
 
 
-def test_the_image_travels_once_in_strips_and_jobs_stay_small(
-    client: Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tilewise.executors import dask as backend
-
-    image = np.random.default_rng(7).standard_normal((100, 80))  # rows of tiles: 7 of 16, one of 4
+def submissions(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
+    """The (function, arguments...) of every task the client submits from now on."""
     submitted: list[tuple[Any, ...]] = []
     submit = client.submit
 
@@ -142,6 +161,35 @@ def test_the_image_travels_once_in_strips_and_jobs_stay_small(
         return submit(func, *args, **options)
 
     monkeypatch.setattr(client, "submit", recording_submit)
+    return submitted
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="named segments: Linux only")
+def test_on_the_callers_machine_the_image_travels_through_shared_memory(
+    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert dask_backend.workers_share_memory(client)
+    submitted = submissions(client, monkeypatch)
+    before = shm_entries()
+    got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
+    assert not [args for func, *args in submitted if func is dask_backend._rows]
+    tasks = [args for func, *args in submitted if func is dask_backend.compute_tiles]
+    assert all(pieces is None for _, pieces, _ in tasks)
+    assert all(len(job.payload) < 1000 for job, _, _ in tasks)  # segment names, not pixels
+    # The workers wrote the result: nothing but the first tile came back.
+    assert shm_entries() == before
+    assert got.flags.writeable
+    got[:] = 0  # the caller's own memory, valid after the run
+
+
+def test_the_image_travels_once_in_strips_and_jobs_stay_small(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = dask_backend
+    monkeypatch.setattr(backend, "workers_share_memory", lambda client: False)
+    image = np.random.default_rng(7).standard_normal((100, 80))  # rows of tiles: 7 of 16, one of 4
+    submitted = submissions(client, monkeypatch)
     got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
     np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
     strips = [args[0] for func, *args in submitted if func is backend._rows]
@@ -151,15 +199,35 @@ def test_the_image_travels_once_in_strips_and_jobs_stay_small(
     assert [len(s) for s in strips] == [b - a for a, b in expected]
     for strip, (a, b) in zip(strips, expected, strict=True):
         np.testing.assert_array_equal(strip, image[a:b])
-    jobs = [args[0] for func, *args in submitted if func is backend._ShippedJob]
+    tasks = [args for func, *args in submitted if func is backend.compute_tiles]
+    # The job goes with each task, small: the pixels go in the strips.
+    jobs = {id(job): job for job, _, _ in tasks}.values()
     # One job for the first tile (whose result sets the output's dtype), one for the rest.
     assert len(jobs) == 2
-    assert all(len(job) < image.nbytes // 10 for job in jobs)
-    tasks = [args for func, *args in submitted if func is backend.compute_tiles]
+    assert all(len(job.payload) < image.nbytes // 10 for job in jobs)
     assert sorted(t.index for _, _, group in tasks for t in group) == sorted(
         t.index for t in tilewise.Grid(image.shape, (TILE, TILE))
     )
     assert all(len({t.index[0] for t in group}) == 1 for _, _, group in tasks)
+
+
+def test_a_large_job_is_a_task_of_its_own_and_tiles_still_spread(
+    client: Client, image: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = np.arange(dask_backend.INLINE_JOB_BYTES, dtype=np.uint8)  # pickled with the function
+    recorder = PidRecorder(tmp_path)
+
+    def shift(block: np.ndarray) -> np.ndarray:
+        time.sleep(0.02)  # long enough for both workers to take tiles
+        return recorder(block) + table[7]
+
+    submitted = submissions(client, monkeypatch)
+    got = tilewise.map_tiles(shift, image, tile=TILE, client=client)
+    np.testing.assert_array_equal(got, image * 2 + 7)
+    jobs = [args[0] for func, *args in submitted if func is dask_backend._ShippedJob]
+    assert len(jobs) == 2  # the first tile's run, and the rest's
+    assert all(len(payload) > dask_backend.INLINE_JOB_BYTES for payload in jobs)
+    assert len(recorder.pids()) == 2
 
 
 def test_rows_read_follow_the_boundary() -> None:
@@ -207,10 +275,9 @@ def test_a_file_source_travels_as_its_path(client: Client, tmp_path: Path) -> No
     assert len(pickle.dumps(shared)) < 1000
 
 
-def test_a_numpy_output_is_written_by_the_caller_from_returned_tiles(
-    client: Client, image: np.ndarray
-) -> None:
-    # Workers cannot write into the caller's array: the result must come back.
+def test_a_numpy_output_given_is_filled(client: Client, image: np.ndarray, transport: str) -> None:
+    # Workers cannot write into the caller's array: the result comes back tile by
+    # tile, or through shared memory.
     out = np.zeros(SHAPE)
     tilewise.map_tiles(smooth, image, tile=TILE, halo=1, out=out, client=client)
     np.testing.assert_array_equal(out, serial(smooth, image, tile=TILE, halo=1))
@@ -360,12 +427,14 @@ def test_an_error_in_a_tile_is_a_tile_error_naming_it(
             raise ValueError("no good")
         return block
 
+    before = shm_entries()
     with pytest.raises(TileError) as caught:
         tilewise.map_tiles(func, image, tile=TILE, pass_tile=True, client=client)
     assert caught.value.tile.index == failing
     assert f"tile {failing}" in str(caught.value)
     assert "ValueError: no good" in str(caught.value)
     assert isinstance(caught.value.__cause__, ValueError)
+    assert shm_entries() == before
 
 
 def test_a_wrong_shape_names_the_tile_and_the_shapes(client: Client, image: np.ndarray) -> None:

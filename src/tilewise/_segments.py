@@ -67,9 +67,13 @@ class Segment:
         self.named = named
 
     @classmethod
-    def new(cls, nbytes: int, data: np.ndarray | None = None) -> Segment:
-        """A new segment of ``nbytes``, holding ``data`` (C-contiguous) if given."""
-        if USE_MEMFD:
+    def new(cls, nbytes: int, data: np.ndarray | None = None, *, named: bool = False) -> Segment:
+        """A new segment of ``nbytes``, holding ``data`` (C-contiguous) if given.
+
+        ``named``: one that any process of this machine can open by its name,
+        not only the workers this process sends its descriptor to.
+        """
+        if USE_MEMFD and not named:
             try:
                 return _new_memfd(nbytes, data)
             except OSError as exc:
@@ -79,9 +83,13 @@ class Segment:
         return cls(spec, mapping, None, named=True)
 
     @classmethod
-    def open(cls, spec: SegmentSpec) -> Segment:
-        """Map a named segment another process created."""
-        return cls(spec, _attach_segment(spec), None, named=False)
+    def open(cls, spec: SegmentSpec, *, populate: bool = True) -> Segment:
+        """Map a named segment another process created.
+
+        ``populate``: map every page now, for a process that will touch most
+        of them; else each page as it is first touched.
+        """
+        return cls(spec, _attach_segment(spec, populate), None, named=False)
 
     @classmethod
     def adopt(cls, spec: SegmentSpec, fd: int) -> Segment:
@@ -155,6 +163,11 @@ def remove_stale_segments() -> list[str]:
                     continue  # another process cleaned it first
                 removed.append(path)
     return removed
+
+
+def shm_has_room(nbytes: int) -> bool:
+    """Whether a named segment of ``nbytes`` fits in ``/dev/shm`` (Linux), headroom left."""
+    return os.path.isdir(_SHM_DIR) and nbytes + SHM_HEADROOM <= free_bytes(_SHM_DIR)
 
 
 def free_bytes(directory: str) -> int:
@@ -283,7 +296,7 @@ def _create_posix_shm(nbytes: int) -> tuple[mmap.mmap, SegmentSpec]:  # pragma: 
     return mapping, SegmentSpec(name, nbytes, None)
 
 
-def _attach_segment(segment: SegmentSpec) -> mmap.mmap:
+def _attach_segment(segment: SegmentSpec, populate: bool = True) -> mmap.mmap:
     if sys.platform == "win32":  # pragma: no cover
         return mmap.mmap(-1, segment.nbytes, tagname=segment.name)
     if segment.directory is None:  # pragma: no cover - macOS, BSD
@@ -293,7 +306,8 @@ def _attach_segment(segment: SegmentSpec) -> mmap.mmap:
     else:
         fd = os.open(os.path.join(segment.directory, segment.name), os.O_RDWR)
     try:
-        return mmap.mmap(fd, segment.nbytes, flags=_MAP_POPULATED)
+        flags = _MAP_POPULATED if populate else getattr(mmap, "MAP_SHARED", 0)
+        return mmap.mmap(fd, segment.nbytes, flags=flags)
     finally:
         os.close(fd)
 

@@ -94,33 +94,40 @@ class SharedArray:
         )  # fmt: skip
 
     @classmethod
-    def create(cls, shape: tuple[int, ...], dtype: Any) -> SharedArray:
-        """A C-ordered array (contents undefined) in a new or recycled segment."""
+    def create(cls, shape: tuple[int, ...], dtype: Any, *, named: bool = False) -> SharedArray:
+        """A C-ordered array (contents undefined) in a new or recycled segment.
+
+        ``named``: in a new segment any process of this machine can open by
+        name (see :meth:`Segment.new`); such segments are not recycled.
+        """
         dtype = np.dtype(dtype)
         shape = tuple(int(n) for n in shape)
         nbytes = max(1, math.prod(shape) * dtype.itemsize)
-        segment = _take(nbytes) or _own(Segment.new(nbytes))
+        segment = (None if named else _take(nbytes)) or _own(Segment.new(nbytes, named=named))
         return cls(segment, _layout(segment, shape, dtype), owner=True, holds=True)
 
     @classmethod
-    def copy_of(cls, array: np.ndarray) -> SharedArray:
-        """A C-ordered copy of ``array`` in a new or recycled segment."""
+    def copy_of(cls, array: np.ndarray, *, named: bool = False) -> SharedArray:
+        """A C-ordered copy of ``array`` in a new or recycled segment (``named``: as in create)."""
         nbytes = max(1, array.nbytes)
-        segment = _take(nbytes)
+        segment = None if named else _take(nbytes)
         if segment is None and array.flags.c_contiguous:
             # Written through the descriptor: mapping fresh shared pages one
             # fault at a time would cost more than the copy itself.
-            segment = _own(Segment.new(nbytes, array))
+            segment = _own(Segment.new(nbytes, array, named=named))
             return cls(segment, _layout(segment, array.shape, array.dtype), True, True)
-        segment = segment or _own(Segment.new(nbytes))
+        segment = segment or _own(Segment.new(nbytes, named=named))
         shared = cls(segment, _layout(segment, array.shape, array.dtype), True, True)
         np.copyto(shared.array, array)
         return shared
 
     @classmethod
-    def attach(cls, spec: ArraySpec) -> SharedArray:
-        """Map a named segment another process created (a memfd needs its descriptor)."""
-        return cls(Segment.open(spec.segment), spec, owner=False, holds=True)
+    def attach(cls, spec: ArraySpec, *, populate: bool = True) -> SharedArray:
+        """Map a named segment another process created (a memfd needs its descriptor).
+
+        ``populate``: as in :meth:`Segment.open`.
+        """
+        return cls(Segment.open(spec.segment, populate=populate), spec, owner=False, holds=True)
 
     @classmethod
     def attach_kept(cls, spec: ArraySpec) -> SharedArray:

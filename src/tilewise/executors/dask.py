@@ -6,20 +6,29 @@ task, so tiles that take less travel several to a task (see
 :data:`TASK_SECONDS`). What travels, and how often:
 
 - the job (function, source, sink) is pickled once per run, by tilewise's
-  rules (functions by value when workers could not import them), into one
-  small task whose result each worker fetches and unpickles once; should
-  every worker holding it die, the scheduler makes it again;
+  rules (functions by value when workers could not import them); when small,
+  as it nearly always is, these bytes go with every task, which then
+  depends on nothing and goes to whichever worker is free; when large (a
+  function holding much data), they are one task whose result each worker
+  fetches and unpickles once (should every worker holding it die, the
+  scheduler makes it again);
 - a file input travels as its path: workers open it and read their windows
   themselves, so no pixel passes through the client or the scheduler;
-- an in-memory image travels in strips, the rows each row of tiles reads
-  (halo included), each sent once, when its first tile goes out (see
+- an in-memory image, when every worker runs on the caller's machine (a
+  ``LocalCluster``, or a cluster of one big machine), travels not at all:
+  it is copied once into a named shared-memory segment that the workers map,
+  and they write their results into another, as the ``processes`` backend
+  does (see :class:`LocalSource`);
+- otherwise an in-memory image travels in strips, the rows each row of tiles
+  reads (halo included), each sent once, when its first tile goes out (see
   :class:`_Strips`); Dask then runs each tile where its strip is;
 - a file output is written by the workers, one tile-aligned region per tile;
   a worker on another machine than the client forces its tiles to disk
   before the task reports them done, so the client's resume journal only
   records tiles that are on disk wherever they were computed; an in-memory
-  result comes back tile by tile and the client writes it into its numpy
-  array.
+  result is written by the workers into shared memory on the caller's
+  machine, or else comes back tile by tile and the client writes it into
+  its numpy array.
 
 Only a bounded number of tasks are in flight (:data:`IN_FLIGHT_PER_THREAD`
 per worker thread): the client's memory stays bounded whatever the image
@@ -53,6 +62,7 @@ import logging
 import math
 import pickle
 import socket
+import sys
 import time
 import uuid
 import warnings
@@ -66,6 +76,7 @@ import numpy as np
 
 from tilewise._optional import import_optional
 from tilewise._plan import available_cpus
+from tilewise._segments import Segment, SegmentSpec, shm_has_room
 from tilewise._stages import TileJob, run_tile
 from tilewise.boundary import source_indices
 from tilewise.errors import TileError, WorkerDiedError
@@ -74,8 +85,9 @@ from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.io.base import FileSink
+from tilewise.sharedmem import ArraySpec, SharedArray, remove_stale_segments
 
-__all__ = ["DaskExecutor", "InMemorySource"]
+__all__ = ["DaskExecutor", "InMemorySource", "LocalSink", "LocalSource"]
 
 #: Tasks submitted and not yet collected, per worker thread: the next task
 #: is already on the worker when one finishes, and few enough that results
@@ -87,6 +99,10 @@ IN_FLIGHT_PER_THREAD = 2
 TASK_SECONDS = 0.1
 #: Tiles in one task at most: its results all wait on the worker until the last is done.
 MAX_TILES_PER_TASK = 16
+#: A pickled job up to this size goes with each task; a larger one is a task
+#: of its own, which the tile tasks depend on. A dependency ties tasks to the
+#: workers that hold it: Dask places a task only among those.
+INLINE_JOB_BYTES = 64 * 2**10
 #: The Dask setting of the environment of worker processes, set by their nanny.
 PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 #: Seconds between looks at the cluster's size: workers may join or leave
@@ -103,6 +119,72 @@ class InMemorySource(ArraySource):
 
     def __reduce__(self) -> tuple[type, tuple[tuple[int, ...], np.dtype]]:
         return (_ImageInTask, (self.array.shape, self.array.dtype))
+
+
+class LocalSource(ArraySource):
+    """An in-memory image in a named shared-memory segment, for workers on the caller's machine.
+
+    It pickles as the segment's name; each worker maps it once, for as long
+    as it holds the run's job.
+    """
+
+    def __init__(self, shared: SharedArray) -> None:
+        super().__init__(shared.array)
+        self.shared = shared
+
+    def __reduce__(self) -> tuple[Any, tuple[ArraySpec]]:
+        return (_map_source, (self.shared.spec,))
+
+
+class LocalSink(ArraySink):
+    """An in-memory output in a named shared-memory segment: workers write their tiles into it."""
+
+    def __init__(self, shared: SharedArray) -> None:
+        super().__init__(shared.array)
+        self.shared = shared
+
+    def __reduce__(self) -> tuple[Any, tuple[ArraySpec]]:
+        return (_map_sink, (self.shared.spec,))
+
+
+# A worker touches only its own tiles' pages: each is mapped as it is touched.
+def _map_source(spec: ArraySpec) -> LocalSource:
+    return LocalSource(SharedArray.attach(spec, populate=False))
+
+
+def _map_sink(spec: ArraySpec) -> LocalSink:
+    return LocalSink(SharedArray.attach(spec, populate=False))
+
+
+def _can_map(spec: SegmentSpec) -> bool:
+    """On a worker: whether it can map a segment the caller made (it shares its memory)."""
+    try:
+        Segment.open(spec).close()
+    except OSError:
+        return False
+    return True
+
+
+def workers_share_memory(client: Any) -> bool:
+    """Whether every worker of the cluster can map shared memory the caller makes.
+
+    Asked of the workers themselves: on the caller's machine, but in another
+    container or as another user, they cannot. The answer is kept for as
+    long as the same workers are there.
+    """
+    if not sys.platform.startswith("linux") or not shm_has_room(1):
+        return False
+    workers = frozenset(client.scheduler_info().get("workers", ()))
+    key = (id(client), workers)
+    if key not in _SHARE_MEMORY:
+        with SharedArray.create((1,), np.uint8, named=True) as probe:
+            answers = client.run(_can_map, probe.spec.segment)
+        _SHARE_MEMORY.clear()  # one client's answer at a time: few clients live long
+        _SHARE_MEMORY[key] = bool(answers) and set(answers) >= workers and all(answers.values())
+    return _SHARE_MEMORY[key]
+
+
+_SHARE_MEMORY: dict[tuple[int, frozenset[str]], bool] = {}
 
 
 class _ImageInTask:
@@ -144,11 +226,12 @@ def rows_read(tile: Tile, n_rows: int, boundary: str) -> list[tuple[int, int]]:
 
 
 class _ShippedJob:
-    """A job pickled once, by tilewise's rules; unpickled once in each worker process.
+    """A job pickled once, by tilewise's rules; unpickled where it is used.
 
     Dask moves it between workers as these bytes: a worker never pickles a
-    function it only received by value. ``machine`` is the client's
-    (:func:`machine_id`).
+    function it only received by value. Sent with each task, it is unpickled
+    by each task; as a task of its own, once per worker. ``machine`` is the
+    client's (:func:`machine_id`).
     """
 
     def __init__(self, payload: bytes, machine: str) -> None:
@@ -229,6 +312,8 @@ class DaskExecutor:
         self._as_completed = distributed.as_completed
         self._run: Generator[Completed, None, None] | None = None
         self._pace = _Pace(client, workers)  # kept across runs: the first run times the tiles
+        self._shares_memory: bool | None = None  # asked of the workers when first needed
+        self._segments: list[SharedArray] = []
 
     def _start_cluster(self, distributed: Any, workers: int) -> Any:
         """A LocalCluster of single-threaded worker processes, for this run only."""
@@ -258,16 +343,38 @@ class DaskExecutor:
             raise
 
     def share(self, source: Source) -> Source:
-        """An in-memory image marked to travel in strips; a file source as it is."""
-        if not isinstance(source, ArraySource) or isinstance(source, InMemorySource):
+        """An in-memory image in shared memory, or marked to travel in strips; files as they are."""
+        if not isinstance(source, ArraySource) or isinstance(source, (InMemorySource, LocalSource)):
             return source  # files (and zarr arrays) pickle small; workers open their own
+        if self._local(source.array.nbytes):
+            remove_stale_segments()
+            shared = SharedArray.copy_of(source.array, named=True)
+            self._segments.append(shared)
+            return LocalSource(shared)
         return InMemorySource(source.array)
 
     def share_sink(self, sink: Sink) -> Sink:
-        return sink  # a numpy array is written here, by run(); other sinks by the workers
+        """For a numpy output, one in shared memory to copy from after, or ``sink`` itself.
+
+        ``run`` writes a plain numpy ``sink`` from the tiles' results; the
+        workers write every other sink.
+        """
+        if type(sink) is ArraySink and self._local(sink.array.nbytes):
+            return self.allocate(sink.shape, sink.dtype)
+        return sink
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
+        if self._local(int(np.prod(shape)) * np.dtype(dtype).itemsize):
+            shared = SharedArray.create(shape, dtype, named=True)
+            self._segments.append(shared)
+            return LocalSink(shared)
         return ArraySink(np.empty(shape, dtype))
+
+    def _local(self, nbytes: int) -> bool:
+        """Whether an array of ``nbytes`` goes to the workers through shared memory."""
+        if self._shares_memory is None:
+            self._shares_memory = workers_share_memory(self.client)
+        return self._shares_memory and shm_has_room(nbytes)
 
     def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         self._run = self._completed(job, tiles)
@@ -278,21 +385,26 @@ class DaskExecutor:
             if self._run is not None:
                 self._run.close()  # cancels the tiles still queued if the caller stopped early
         finally:
+            for shared in self._segments:
+                shared.hand_over()  # unlinked; an array returned keeps its memory mapped
+            self._segments.clear()
             if self._own_client:
                 self.client.close()
             if self._cluster is not None:
                 self._cluster.close()
 
     def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
-        # A numpy output lives in this process: tasks return their core and it is written here.
-        here = job.sink if isinstance(job.sink, ArraySink) else None
+        # A numpy output in this process alone: tasks return their core and it is written here.
+        here = job.sink if type(job.sink) is ArraySink else None
         payload = pickle_job(_portable(job if here is None else replace(job, sink=None)))
         name = f"{_task_prefix(job.func)}-{uuid.uuid4().hex[:12]}"
-        # A task, not scattered data: should every worker holding it die, the
-        # scheduler makes it again from these bytes.
-        shipped = self.client.submit(
-            _ShippedJob, payload, machine_id(), key=f"{name}-job", pure=False
-        )
+        shipped: Any = _ShippedJob(payload, machine_id())
+        if len(payload) > INLINE_JOB_BYTES:
+            # A task, not scattered data: should every worker holding it die, the
+            # scheduler makes it again from these bytes.
+            shipped = self.client.submit(
+                _ShippedJob, payload, shipped.machine, key=f"{name}-job", pure=False
+            )
         strips = _Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
         pending = deque(tiles)
         running: dict[Any, tuple[Tile, ...]] = {}
@@ -336,7 +448,8 @@ class DaskExecutor:
                 self.client.cancel(list(running))
             if strips is not None:
                 strips.close()
-            shipped.release()
+            if not isinstance(shipped, _ShippedJob):
+                shipped.release()
 
     def _result(
         self, future: Any, result: Any, group: tuple[Tile, ...]
