@@ -29,8 +29,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# The whole suite, side by side (about 10 min on 2 cores); the report goes to out/bench.
-# The per-issue scripts in benchmarks/ run on their own (see benchmarks/README.md).
+# The whole suite, side by side (about 8 min on 2 cores); the report goes to out/bench.
 bench: $(VENV)/.dev-installed
 	$(BIN)/tilewise bench --out out/bench
 

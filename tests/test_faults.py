@@ -200,6 +200,48 @@ def test_replacement_workers_under_other_start_methods(tmp_path: Path, start_met
     shutdown()  # do not keep a spawn/forkserver pool for the rest of the session
 
 
+NO_GUARD = """
+import numpy as np
+
+import tilewise
+
+image = np.zeros((64, 64))
+tilewise.map_tiles(lambda b: b + 1, image, tile=32, start_method={start_method!r})
+"""
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_script_without_the_main_guard_is_told_why_its_workers_die(
+    tmp_path: Path, start_method: str
+) -> None:
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_GUARD.format(start_method=start_method))
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("tilewise.errors.WorkerDiedError: tile (0, 0)")
+    assert "attempt 3: exit code 1 while starting" in last
+    assert 'without `if __name__ == "__main__":`' in last
+
+
+def test_a_worker_dying_after_it_started_gets_no_guard_hint(tmp_path: Path) -> None:
+    func = partial(kill_worker, marks=str(tmp_path), targets=[(0, 0)], how="exit", once=False)
+    with pytest.raises(WorkerDiedError) as info:
+        tilewise.map_tiles(
+            func, IMAGE, tile=TILE, pass_tile=True, backend="processes", start_method="spawn"
+        )
+    assert "__main__" not in str(info.value)
+    assert all(not death.endswith("while starting") for death in info.value.deaths)
+    shutdown()
+
+
 # --- hanging and failing tiles, synchronised through FIFOs -------------------------------
 
 

@@ -299,14 +299,16 @@ def test_uncompilable_function_says_why_and_how_to_fall_back(image: np.ndarray) 
         (2, "z[y, x], z[y, x], z[y, x]", "outputs=2"),
         (2, "z[y, x]", "outputs=2"),
         (1, "z[y, x], z[y, x]", "outputs=1"),
+        (1, "z[y - 1 : y + 2, x - 1 : x + 2]", r"returns an array \(.*\) for one pixel"),
+        (1, "None", r"returns nothing \(None\)"),
     ],
 )
-def test_wrong_number_of_outputs_is_a_compile_error(
+def test_a_wrong_return_value_is_a_compile_error_saying_what_is_wrong(
     outputs: int, returns: str, complaint: str
 ) -> None:
     namespace: dict[str, object] = {}
     exec(f"def wrong(z, y, x):\n    return {returns}\n", namespace)
-    kernel = tilewise.pixelwise(radius=0, outputs=outputs)(namespace["wrong"])
+    kernel = tilewise.pixelwise(radius=1, outputs=outputs)(namespace["wrong"])
     with pytest.raises(ArgumentError, match=complaint):
         kernel(np.zeros((2, 2)))
 

@@ -166,6 +166,13 @@ class Compiler:
         except NumbaError as scalar_exc:
             return str(scalar_exc)
         returns = self.scalar.overloads[args].signature.return_type
+        if returns == types.none:
+            return "it returns nothing (None), where it must return the pixel's value"
+        if isinstance(returns, types.Array):
+            return (
+                f"it returns an array ({returns}) for one pixel, where it must return a "
+                "number (a block-at-a-time function goes to map_tiles undecorated)"
+            )
         if self.outputs == 1 and isinstance(returns, types.BaseTuple):
             return f"it returns {returns}, but outputs=1 needs one number"
         if self.outputs > 1 and not (

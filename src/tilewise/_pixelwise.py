@@ -9,7 +9,6 @@ tilewise writes the loop over the pixels, compiles it with numba (see
 from __future__ import annotations
 
 import functools
-import importlib.machinery
 import sys
 import threading
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from tilewise._optional import import_optional
 from tilewise._plan import Plan, _choice, _cval, _dtype, _flag, _integer, available_cpus
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
+from tilewise.executors._transport import importable_module
 from tilewise.grid import Tile
 
 if TYPE_CHECKING:
@@ -396,10 +396,4 @@ def _importable_by_name(kernel: Pixelwise) -> bool:
         found = getattr(found, part, None)
     if found is not kernel:
         return False
-    top = module_name.partition(".")[0]
-    if top in sys.builtin_module_names:
-        return True
-    try:
-        return importlib.machinery.PathFinder.find_spec(top, sys.path) is not None
-    except (ImportError, ValueError):
-        return False
+    return importable_module(module_name)

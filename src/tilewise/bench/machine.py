@@ -48,37 +48,6 @@ def machine(packages: tuple[str, ...] = ("numpy",)) -> str:
     return f"nproc {usable_cpus()}, {cpu_model()}; Python {platform.python_version()}, {versions}"
 
 
-class LoadElsewhere:
-    """CPU time taken by other processes (and the hypervisor) while the block ran.
-
-    The share is of all CPUs over the block's wall time: 0.5 on two CPUs means
-    one CPU was busy elsewhere throughout. Only this process's own CPU time is
-    not counted: use it around work done in this process. Linux only
-    (/proc/stat); None elsewhere.
-
-    >>> with LoadElsewhere() as load:
-    ...     pass
-    >>> load.share is None or 0.0 <= load.share <= 1.0
-    True
-    """
-
-    share: float | None = None
-    _start: tuple[float, float, float] | None = None
-
-    def __enter__(self) -> LoadElsewhere:
-        self._start = _cpu_counters()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        end = _cpu_counters()
-        if self._start is None or end is None:
-            return
-        total = end[0] - self._start[0]
-        busy = end[1] - self._start[1]
-        own = end[2] - self._start[2]
-        self.share = min(1.0, max(0.0, busy - own) / total) if total > 0 else None
-
-
 def system_cpu() -> tuple[float, float] | None:
     """(all CPU seconds, busy CPU seconds) of the machine since boot; None without /proc."""
     try:
@@ -90,12 +59,3 @@ def system_cpu() -> tuple[float, float] | None:
     # user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
     total = sum(fields[:8]) / tick
     return total, total - (fields[3] + fields[4]) / tick
-
-
-def _cpu_counters() -> tuple[float, float, float] | None:
-    """(all CPU seconds, busy CPU seconds, this process's CPU seconds) since boot."""
-    counters = system_cpu()
-    if counters is None:
-        return None
-    own = os.times()
-    return (*counters, own.user + own.system)

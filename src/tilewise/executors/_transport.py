@@ -96,7 +96,7 @@ def _by_value_modules(func: Callable[..., Any]) -> list[Any]:
     for function in _unwrapped(func):
         name = getattr(function, "__module__", None)
         module = sys.modules.get(name) if isinstance(name, str) else None
-        if module is not None and name != "__main__" and not _importable(str(name)):
+        if module is not None and name != "__main__" and not importable_module(str(name)):
             modules.append(module)
     return modules
 
@@ -110,7 +110,8 @@ def _unwrapped(func: Callable[..., Any]) -> list[Callable[..., Any]]:
     return functions
 
 
-def _importable(module_name: str) -> bool:
+def importable_module(module_name: str) -> bool:
+    """Whether a fresh interpreter (a worker) can import ``module_name``'s package."""
     top = module_name.partition(".")[0]
     if top in sys.builtin_module_names or top in sys.stdlib_module_names:
         return True

@@ -124,8 +124,8 @@ class InMemorySource(ArraySource):
 class LocalSource(ArraySource):
     """An in-memory image in a named shared-memory segment, for workers on the caller's machine.
 
-    It pickles as the segment's name; each worker maps it once, for as long
-    as it holds the run's job.
+    It pickles as the segment's name: each task that unpickles it maps the
+    segment, and unmaps it when done with the job.
     """
 
     def __init__(self, shared: SharedArray) -> None:
@@ -313,7 +313,8 @@ class DaskExecutor:
         self._run: Generator[Completed, None, None] | None = None
         self._pace = _Pace(client, workers)  # kept across runs: the first run times the tiles
         self._shares_memory: bool | None = None  # asked of the workers when first needed
-        self._segments: list[SharedArray] = []
+        self._inputs: list[SharedArray] = []  # shared copies of in-memory images
+        self._outputs: list[SharedArray] = []  # shared outputs, handed to the caller
 
     def _start_cluster(self, distributed: Any, workers: int) -> Any:
         """A LocalCluster of single-threaded worker processes, for this run only."""
@@ -349,7 +350,7 @@ class DaskExecutor:
         if self._local(source.array.nbytes):
             remove_stale_segments()
             shared = SharedArray.copy_of(source.array, named=True)
-            self._segments.append(shared)
+            self._inputs.append(shared)
             return LocalSource(shared)
         return InMemorySource(source.array)
 
@@ -366,7 +367,7 @@ class DaskExecutor:
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
         if self._local(int(np.prod(shape)) * np.dtype(dtype).itemsize):
             shared = SharedArray.create(shape, dtype, named=True)
-            self._segments.append(shared)
+            self._outputs.append(shared)
             return LocalSink(shared)
         return ArraySink(np.empty(shape, dtype))
 
@@ -385,9 +386,13 @@ class DaskExecutor:
             if self._run is not None:
                 self._run.close()  # cancels the tiles still queued if the caller stopped early
         finally:
-            for shared in self._segments:
-                shared.hand_over()  # unlinked; an array returned keeps its memory mapped
-            self._segments.clear()
+            for shared in self._inputs:
+                shared.unlink()
+                shared.close()
+            for shared in self._outputs:
+                shared.hand_over()  # unlinked; the array returned keeps its memory mapped
+            self._inputs.clear()
+            self._outputs.clear()
             if self._own_client:
                 self.client.close()
             if self._cluster is not None:

@@ -95,8 +95,21 @@ QUICK_TILE = 0.002
 IN_FLIGHT_QUICK = 32
 
 _SHARED = (SharedSource, SharedSink)
+#: How a death reads when the worker had not yet loaded the job.
+WHILE_STARTING = " while starting"
 
 _job_ids = itertools.count()
+
+
+def _start_hint(deaths: list[str], start_method: str) -> str:
+    """Why workers may die before their first tile: the script they import runs the work."""
+    if start_method == "fork" or not all(d.endswith(WHILE_STARTING) for d in deaths):
+        return ""
+    return (
+        f"; workers that die while starting under the {start_method!r} start method most "
+        'often ran a script without `if __name__ == "__main__":` around its work (each '
+        "worker imports the script; see the troubleshooting guide)"
+    )
 
 
 def default_start_method() -> str:
@@ -301,6 +314,8 @@ class _Run:
             if done is not None:
                 yield done
         how = self.pool.reap(worker)
+        if worker.started is None:
+            how += WHILE_STARTING
         if worker.tiles:
             tile = worker.tiles[0]
             deaths = self.deaths.setdefault(tile.index, [])
@@ -310,7 +325,8 @@ class _Run:
                 raise WorkerDiedError(
                     tile,
                     f"the worker process running it died on all {len(deaths)} attempts "
-                    f"({attempts}); retries={self.retries}",
+                    f"({attempts}); retries={self.retries}"
+                    + _start_hint(deaths, self.pool.start_method),
                     deaths=deaths,
                 )
             self.pending.extendleft(reversed(worker.tiles))
