@@ -75,6 +75,8 @@ def markdown(
         f"- Machine: {machine(PACKAGES)}.",
         f"- {settings.workers} workers for every parallel method; the run took "
         f"{elapsed / 60:.1f} min{load_text} (a shared machine: absolute times are noisy).",
+        "- Every LocalCluster has single-threaded workers, started without Dask's "
+        "`MALLOC_TRIM_THRESHOLD_` (as docs/cluster.md recommends for tile work).",
         "- Each method runs in a process of its own: a warm-up, then as many timed runs as "
         f"fit in {settings.budget:g} s, at least {settings.least} and at most {settings.most}; "
         "the figure is their median. "

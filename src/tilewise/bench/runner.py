@@ -33,9 +33,12 @@ from tilewise.bench.workloads import (
     make_workloads,
     slope,
 )
+from tilewise.executors.dask import PRE_SPAWN_ENVIRON
 
 #: Marks the runner's own lines on stdout, among whatever the methods print.
 PREFIX = "tilewise-bench: "
+#: The Dask setting that gives cluster workers MALLOC_TRIM_THRESHOLD_.
+CLUSTER_TRIM_SETTING = f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_"
 #: Every STRIDE-th pixel of each row and column of a result is checked.
 STRIDE = 5
 
@@ -165,14 +168,21 @@ def _check(workload: Workload, ctx: Context, sample: np.ndarray | None) -> str:
 
 @contextlib.contextmanager
 def _cluster(method: Method, workers: int, setup: dict[str, float]) -> Iterator[Any]:
-    """A LocalCluster of ``workers`` single-threaded processes, if ``method`` needs one."""
+    """A LocalCluster of ``workers`` single-threaded processes, if ``method`` needs one.
+
+    Its workers run without the ``MALLOC_TRIM_THRESHOLD_`` Dask's nanny gives
+    them, as the cluster guide recommends for tile work: the tilewise dask
+    backend and dask.array's methods alike.
+    """
     if not method.cluster:
         yield None
         return
+    import dask.config
     from distributed import Client, LocalCluster
 
     start = time.perf_counter()
     with (
+        dask.config.set({CLUSTER_TRIM_SETTING: None}),
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,
