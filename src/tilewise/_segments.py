@@ -8,8 +8,9 @@ its mapping and what makes it reachable from other processes.
   not limited by the size of ``/dev/shm`` (64 MB in Docker) and, as the
   kernel frees it with the last descriptor or mapping, cannot outlive its
   processes, even when they are SIGKILLed.
-- Otherwise (macOS, Windows, or where memfd is not allowed): a named segment
-  that workers open by name: a file in ``/dev/shm`` (or, when that is too
+- Otherwise (macOS, Windows, where memfd is not allowed, or for processes
+  that are not tilewise's own workers, such as Dask workers on the
+  caller's machine): a named segment that workers open by name: a file in ``/dev/shm`` (or, when that is too
   small, in the temporary directory, with a warning), a POSIX shared-memory
   object, or a Windows named mapping. Its name carries the owner's pid
   (``tilewise_<pid>_<random>``), so :func:`remove_stale_segments` can remove
