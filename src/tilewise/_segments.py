@@ -10,11 +10,11 @@ its mapping and what makes it reachable from other processes.
   processes, even when they are SIGKILLed.
 - Otherwise (macOS, Windows, where memfd is not allowed, or for processes
   that are not tilewise's own workers, such as Dask workers on the
-  caller's machine): a named segment that workers open by name: a file in ``/dev/shm`` (or, when that is too
-  small, in the temporary directory, with a warning), a POSIX shared-memory
-  object, or a Windows named mapping. Its name carries the owner's pid
-  (``tilewise_<pid>_<random>``), so :func:`remove_stale_segments` can remove
-  what a SIGKILLed run left behind.
+  caller's machine): a named segment that workers open by name: a file in
+  ``/dev/shm`` (or, when that is too small, in the temporary directory,
+  with a warning), a POSIX shared-memory object, or a Windows named mapping.
+  Its name carries the owner's pid (``tilewise_<pid>_<random>``), so
+  :func:`remove_stale_segments` can remove what a SIGKILLed run left behind.
 
 Every page is allocated when a segment is created (written or reserved with
 ``fallocate``): memory that is not there is an error at that moment, never a
