@@ -35,6 +35,7 @@ from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import PRE_SPAWN_ENVIRON
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
+from tilewise.sharedmem import PREFIX
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,7 +85,10 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 
 def shm_entries() -> set[str]:
-    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    """The shared-memory segments this process made that are still in /dev/shm."""
+    mine = f"{PREFIX}{os.getpid()}_"
+    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
+    return {name for name in names if name.startswith(mine)}
 
 
 def smooth(block: np.ndarray) -> np.ndarray:
