@@ -32,7 +32,7 @@ from scipy import ndimage as ndi
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
 from tilewise.executors import dask as dask_backend
-from tilewise.executors.dask import PRE_SPAWN_ENVIRON
+from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
 from tilewise.sharedmem import PREFIX
@@ -53,7 +53,7 @@ def client() -> Iterator[Client]:
         "distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
         # Else the nanny writes it into this process's os.environ, for every
         # process started after (as the LocalCluster tilewise starts, not).
-        f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None,
+        MALLOC_TRIM_SETTING: None,
     }
     with (
         dask.config.set(config),

@@ -33,12 +33,10 @@ from tilewise.bench.workloads import (
     make_workloads,
     slope,
 )
-from tilewise.executors.dask import PRE_SPAWN_ENVIRON
+from tilewise.executors.dask import MALLOC_TRIM_SETTING
 
 #: Marks the runner's own lines on stdout, among whatever the methods print.
 PREFIX = "tilewise-bench: "
-#: The Dask setting that gives cluster workers MALLOC_TRIM_THRESHOLD_.
-CLUSTER_TRIM_SETTING = f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_"
 #: Every STRIDE-th pixel of each row and column of a result is checked.
 STRIDE = 5
 
@@ -182,7 +180,7 @@ def _cluster(method: Method, workers: int, setup: dict[str, float]) -> Iterator[
 
     start = time.perf_counter()
     with (
-        dask.config.set({CLUSTER_TRIM_SETTING: None}),
+        dask.config.set({MALLOC_TRIM_SETTING: None}),
         LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         ) as cluster,

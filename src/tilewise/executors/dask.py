@@ -105,6 +105,9 @@ MAX_TILES_PER_TASK = 16
 INLINE_JOB_BYTES = 64 * 2**10
 #: The Dask setting of the environment of worker processes, set by their nanny.
 PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
+#: The Dask setting by which nannies give their workers MALLOC_TRIM_THRESHOLD_
+#: (see DaskExecutor._start_cluster); set to None, workers start without it.
+MALLOC_TRIM_SETTING = f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_"
 #: Seconds between looks at the cluster's size: workers may join or leave
 #: during a run (an adaptive cluster, a worker lost and replaced).
 RESIZE_INTERVAL = 1.0
@@ -323,7 +326,7 @@ class DaskExecutor:
         # Dask has workers hand freed memory back to the system at once
         # (MALLOC_TRIM_THRESHOLD_); tiles allocate arrays of megabytes, and that
         # cost them a third more CPU time. This cluster ends with the run anyway.
-        with dask.config.set({f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_": None}):
+        with dask.config.set({MALLOC_TRIM_SETTING: None}):
             self._cluster = distributed.LocalCluster(
                 n_workers=workers,
                 threads_per_worker=1,  # pure-Python functions hold the GIL: one per process
