@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -100,3 +103,38 @@ def test_map_tiles_on_threads_reports_the_failing_tile_with_its_cause() -> None:
     with pytest.raises(TileError, match=r"tile \(1, \d\) rows 10:20") as info:
         tilewise.map_tiles(fail_on_second_row, IMAGE, tile=10, pass_tile=True, backend="threads")
     assert isinstance(info.value.__cause__, KeyError)
+
+
+CTRL_C_SCRIPT = """
+import signal, time
+import numpy as np
+import tilewise
+
+# Started from a shell's background job, SIGINT would be ignored: not here.
+signal.signal(signal.SIGINT, signal.default_int_handler)
+
+def slow(block):
+    print("tile", flush=True)
+    time.sleep(0.3)
+    return block
+
+tilewise.map_tiles(slow, np.zeros((100, 100)), tile=10, backend="threads", workers=2)
+print("finished", flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_threads_run_once_the_tiles_running_are_done() -> None:
+    script = subprocess.Popen(
+        [sys.executable, "-c", CTRL_C_SCRIPT],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert script.stdout is not None
+    assert script.stdout.readline() == "tile\n"  # 100 tiles of 0.3 s: 15 s to the end
+    start = time.monotonic()
+    script.send_signal(signal.SIGINT)
+    out, err = script.communicate(timeout=30)
+    assert time.monotonic() - start < 2
+    assert "KeyboardInterrupt" in err
+    assert "finished" not in out
