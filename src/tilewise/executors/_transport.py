@@ -32,7 +32,7 @@ class SharedSource(ArraySource):
         super().__init__(shared.array)
         self.shared = shared
 
-    def __reduce__(self) -> tuple[type, tuple[SharedArray]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (SharedSource, (self.shared,))
 
 
@@ -43,7 +43,7 @@ class SharedSink(ArraySink):
         super().__init__(shared.array)
         self.shared = shared
 
-    def __reduce__(self) -> tuple[type, tuple[SharedArray]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (SharedSink, (self.shared,))
 
 

@@ -80,7 +80,7 @@ from tilewise._segments import Segment, SegmentSpec, shm_has_room
 from tilewise._stages import TileJob, run_tile
 from tilewise.boundary import source_indices
 from tilewise.errors import TileError, WorkerDiedError
-from tilewise.executors._transport import pickle_job
+from tilewise.executors._transport import SharedSink, SharedSource, pickle_job
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
@@ -124,29 +124,22 @@ class InMemorySource(ArraySource):
         return (_ImageInTask, (self.array.shape, self.array.dtype))
 
 
-class LocalSource(ArraySource):
+class LocalSource(SharedSource):
     """An in-memory image in a named shared-memory segment, for workers on the caller's machine.
 
-    It pickles as the segment's name: each task that unpickles it maps the
-    segment, and unmaps it when done with the job.
+    It pickles as the segment's name, as on the processes backend; but each
+    task that unpickles it maps the segment, and unmaps it when done with the
+    job, where a tilewise worker keeps its mappings until told to release them.
     """
 
-    def __init__(self, shared: SharedArray) -> None:
-        super().__init__(shared.array)
-        self.shared = shared
-
-    def __reduce__(self) -> tuple[Any, tuple[ArraySpec]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (_map_source, (self.shared.spec,))
 
 
-class LocalSink(ArraySink):
+class LocalSink(SharedSink):
     """An in-memory output in a named shared-memory segment: workers write their tiles into it."""
 
-    def __init__(self, shared: SharedArray) -> None:
-        super().__init__(shared.array)
-        self.shared = shared
-
-    def __reduce__(self) -> tuple[Any, tuple[ArraySpec]]:
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         return (_map_sink, (self.shared.spec,))
 
 
