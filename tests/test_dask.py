@@ -8,6 +8,8 @@ the cluster started here.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import pickle
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,12 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
+from tilewise._segments import Segment
 from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
-from tilewise.sharedmem import PREFIX
+from tilewise.sharedmem import PREFIX, clear_cache
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -84,11 +88,49 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return str(request.param)
 
 
-def shm_entries() -> set[str]:
-    """The shared-memory segments this process made that are still in /dev/shm."""
-    mine = f"{PREFIX}{os.getpid()}_"
-    names = os.listdir("/dev/shm") if os.path.isdir("/dev/shm") else []
-    return {name for name in names if name.startswith(mine)}
+def segments_held() -> set[str]:
+    """tilewise's shared-memory segments this process holds, by descriptor or by mapping."""
+    if not os.path.isdir("/proc/self/fd"):
+        return set()
+    held = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone
+            held.add(os.readlink(f"/proc/self/fd/{fd}"))
+    with open("/proc/self/maps") as maps:
+        held.update(line.split(maxsplit=5)[-1].strip() for line in maps)
+    memfd = f"/memfd:{PREFIX}"
+    return {name.split()[0].removeprefix("/memfd:") for name in held if name.startswith(memfd)}
+
+
+def segments_held_after_gc() -> set[str]:
+    gc.collect()
+    return segments_held()
+
+
+def assert_released(client: Client, before: set[str]) -> None:
+    """Once the run's arrays are gone, no segment made since ``before`` is held here (the reuse
+    cache emptied) nor, once their tasks are over, by any worker.
+
+    Dask drops a failed task's state, whose exception's traceback holds the run's
+    frames, on its event loop, soon after the run: the check waits for that.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        gc.collect()
+        clear_cache()
+        if not segments_held() - before or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert segments_held() - before == set()
+    wait_for_workers_to_unmap(client)
+
+
+def wait_for_workers_to_unmap(client: Client, seconds: float = 10) -> None:
+    """Until no worker maps a segment, but for garbage its next collection frees."""
+    deadline = time.monotonic() + seconds
+    while held := {name for names in client.run(segments_held_after_gc).values() for name in names}:
+        assert time.monotonic() < deadline, f"workers still map {held}"
+        time.sleep(0.05)
 
 
 def smooth(block: np.ndarray) -> np.ndarray:
@@ -137,12 +179,13 @@ def test_in_memory_result_equals_serial(
     func: Callable[..., Any],
     options: dict[str, Any],
 ) -> None:
-    before = shm_entries()
+    before = segments_held()
     got = tilewise.map_tiles(func, image, backend="dask", client=client, **options)
     expected = serial(func, image, **options)
     assert got.dtype == expected.dtype
     np.testing.assert_array_equal(got, expected)
-    assert shm_entries() == before
+    del got
+    assert_released(client, before)
 
 
 def test_a_multichannel_image_into_a_given_array(
@@ -168,23 +211,37 @@ def submissions(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[tuple[A
     return submitted
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="named segments: Linux only")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
 def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert dask_backend.workers_share_memory(client)
     submitted = submissions(client, monkeypatch)
-    before = shm_entries()
+    before = segments_held()
     got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
     np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
     assert not [args for func, *args in submitted if func is dask_backend._rows]
     tasks = [args for func, *args in submitted if func is dask_backend.compute_tiles]
     assert all(pieces is None for _, pieces, _ in tasks)
     assert all(len(job.payload) < 1000 for job, _, _ in tasks)  # segment names, not pixels
-    # The workers wrote the result: nothing but the first tile came back.
-    assert shm_entries() == before
     assert got.flags.writeable
     got[:] = 0  # the caller's own memory, valid after the run
+    del got
+    assert_released(client, before)
+
+
+def test_workers_that_cannot_reach_the_callers_memory_get_strips(
+    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As workers in another container or of another user: the caller's descriptors are not
+    theirs to open."""
+    monkeypatch.setattr(dask_backend, "_SHARE_MEMORY", {})
+    monkeypatch.setattr(Segment, "held_spec", lambda self: replace(self.spec, held=(1, 0, 0)))
+    assert not dask_backend.workers_share_memory(client)
+    submitted = submissions(client, monkeypatch)
+    got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
+    assert [args for func, *args in submitted if func is dask_backend._rows]
 
 
 def test_the_image_travels_once_in_strips_and_jobs_stay_small(
@@ -431,14 +488,57 @@ def test_an_error_in_a_tile_is_a_tile_error_naming_it(
             raise ValueError("no good")
         return block
 
-    before = shm_entries()
+    before = segments_held()
     with pytest.raises(TileError) as caught:
         tilewise.map_tiles(func, image, tile=TILE, pass_tile=True, client=client)
     assert caught.value.tile.index == failing
     assert f"tile {failing}" in str(caught.value)
     assert "ValueError: no good" in str(caught.value)
     assert isinstance(caught.value.__cause__, ValueError)
-    assert shm_entries() == before
+    del caught  # its traceback's frames hold the run's arrays
+    assert_released(client, before)
+
+
+class FailWhileAnotherRuns:
+    """Tile (0, 1) fails once tile (0, 2) has started, and (0, 2) ends only when told to,
+    adding 100: a task still running when its run has failed."""
+
+    def __init__(self, folder: Path) -> None:
+        self.started = folder / "started"
+        self.go = folder / "go"
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        if tile.index == (0, 1):
+            wait_for(self.started)
+            raise ValueError("no good")
+        if tile.index == (0, 2):
+            self.started.touch()
+            wait_for(self.go)
+        return block + 100
+
+
+def wait_for(path: Path, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never came"
+        time.sleep(0.01)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_memory_a_task_still_maps_after_a_failed_run_is_not_kept_for_reuse(
+    client: Client, tmp_path: Path
+) -> None:
+    """Its late write must land in the failed run's output, never in a later run's."""
+    func = FailWhileAnotherRuns(tmp_path)
+    before = segments_held()
+    with pytest.raises(TileError, match=r"tile \(0, 1\)"):
+        tilewise.map_tiles(func, np.zeros((16, 48)), tile=16, pass_tile=True, client=client)
+    late = {name for names in client.run(segments_held).values() for name in names}
+    assert late  # (0, 2) is still running, the run's input and output mapped
+    gc.collect()
+    assert late.isdisjoint(segments_held())  # not in the reuse cache, not held at all
+    func.go.touch()
+    assert_released(client, before)
 
 
 def test_a_wrong_shape_names_the_tile_and_the_shapes(client: Client, image: np.ndarray) -> None:
@@ -532,7 +632,8 @@ def test_a_worker_on_another_machine_forces_its_tiles_to_disk(
 
     sink = RecordingSink(SHAPE)
     job = TileJob(np.negative, ArraySource(image), sink, "reflect", 0.0, pass_tile=False)
-    shipped = _ShippedJob(pickle.dumps(job), "another-boot-id" if elsewhere else machine_id())
+    machine = "another-boot-id" if elsewhere else machine_id()
+    shipped = _ShippedJob(pickle.dumps(job), machine, keep=True)
     shipped._job = job  # as unpickled in the worker, but writing into `sink` here
     tiles = tuple(tilewise.Grid(SHAPE, (TILE, TILE)))[:3]
     cores, seconds = compute_tiles(shipped, None, tiles)

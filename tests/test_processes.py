@@ -240,9 +240,9 @@ def created(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     original = Segment.new.__func__  # type: ignore[attr-defined]
 
-    def counting(cls: type, nbytes: int, data: object = None, *, named: bool = False) -> Segment:
+    def counting(cls: type, nbytes: int, data: object = None) -> Segment:
         sizes.append(nbytes)
-        return original(cls, nbytes, data, named=named)  # type: ignore[no-any-return]
+        return original(cls, nbytes, data)  # type: ignore[no-any-return]
 
     clear_cache()
     monkeypatch.setattr(Segment, "new", classmethod(counting))

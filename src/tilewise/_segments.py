@@ -7,10 +7,11 @@ its mapping and what makes it reachable from other processes.
   Workers receive its descriptor over their pipe, so it needs no name, is
   not limited by the size of ``/dev/shm`` (64 MB in Docker) and, as the
   kernel frees it with the last descriptor or mapping, cannot outlive its
-  processes, even when they are SIGKILLed.
-- Otherwise (macOS, Windows, where memfd is not allowed, or for processes
-  that are not tilewise's own workers, such as Dask workers on the
-  caller's machine): a named segment that workers open by name: a file in
+  processes, even when they are SIGKILLed. Other processes of the same user
+  on the machine (Dask workers beside the caller) open it through the
+  owner's descriptor table, ``/proc/<pid>/fd/<fd>`` (see :meth:`Segment.held_spec`).
+- Otherwise (macOS, Windows, where memfd is not allowed): a named segment
+  that workers open by name: a file in
   ``/dev/shm`` (or, when that is too small, in the temporary directory,
   with a warning), a POSIX shared-memory object, or a Windows named mapping.
   Its name carries the owner's pid (``tilewise_<pid>_<random>``), so
@@ -35,7 +36,7 @@ import secrets
 import sys
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -56,6 +57,8 @@ class SegmentSpec:
     nbytes: int
     directory: str | None  # a named file in this directory; None: no file
     by_fd: bool = False  # a memfd: reached through a descriptor the owner sends
+    #: A memfd reached through its owner's descriptor table: (pid, descriptor, inode).
+    held: tuple[int, int, int] | None = None
 
 
 class Segment:
@@ -68,13 +71,9 @@ class Segment:
         self.named = named
 
     @classmethod
-    def new(cls, nbytes: int, data: np.ndarray | None = None, *, named: bool = False) -> Segment:
-        """A new segment of ``nbytes``, holding ``data`` (C-contiguous) if given.
-
-        ``named``: one that any process of this machine can open by its name,
-        not only the workers this process sends its descriptor to.
-        """
-        if USE_MEMFD and not named:
+    def new(cls, nbytes: int, data: np.ndarray | None = None) -> Segment:
+        """A new segment of ``nbytes``, holding ``data`` (C-contiguous) if given."""
+        if USE_MEMFD:
             try:
                 return _new_memfd(nbytes, data)
             except OSError as exc:
@@ -85,7 +84,7 @@ class Segment:
 
     @classmethod
     def open(cls, spec: SegmentSpec, *, populate: bool = True) -> Segment:
-        """Map a named segment another process created.
+        """Map a segment another process created, by its name (or its owner's descriptor).
 
         ``populate``: map every page now, for a process that will touch most
         of them; else each page as it is first touched.
@@ -99,6 +98,17 @@ class Segment:
             return cls(spec, mmap.mmap(fd, spec.nbytes, flags=_MAP_POPULATED), None, named=False)
         finally:
             os.close(fd)
+
+    def held_spec(self) -> SegmentSpec:
+        """This memfd's spec for a process this one cannot send descriptors to.
+
+        The kernel lets a process of the same user open another's descriptor
+        as ``/proc/<pid>/fd/<fd>``, for as long as that descriptor is open.
+        The inode tells the segment from whatever the number holds by then.
+        """
+        if self.fd is None:
+            raise ValueError(f"segment {self.spec.name} has no descriptor to reach it by")
+        return replace(self.spec, held=(os.getpid(), self.fd, os.fstat(self.fd).st_ino))
 
     def unlink(self) -> None:
         """Remove the name, if this process made it; the memory stays while mapped."""
@@ -164,11 +174,6 @@ def remove_stale_segments() -> list[str]:
                     continue  # another process cleaned it first
                 removed.append(path)
     return removed
-
-
-def shm_has_room(nbytes: int) -> bool:
-    """Whether a named segment of ``nbytes`` fits in ``/dev/shm`` (Linux), headroom left."""
-    return os.path.isdir(_SHM_DIR) and nbytes + SHM_HEADROOM <= free_bytes(_SHM_DIR)
 
 
 def free_bytes(directory: str) -> int:
@@ -298,6 +303,9 @@ def _create_posix_shm(nbytes: int) -> tuple[mmap.mmap, SegmentSpec]:  # pragma: 
 
 
 def _attach_segment(segment: SegmentSpec, populate: bool = True) -> mmap.mmap:
+    flags = _MAP_POPULATED if populate else getattr(mmap, "MAP_SHARED", 0)
+    if segment.held is not None:
+        return _map_held(segment, flags)
     if sys.platform == "win32":  # pragma: no cover
         return mmap.mmap(-1, segment.nbytes, tagname=segment.name)
     if segment.directory is None:  # pragma: no cover - macOS, BSD
@@ -307,7 +315,19 @@ def _attach_segment(segment: SegmentSpec, populate: bool = True) -> mmap.mmap:
     else:
         fd = os.open(os.path.join(segment.directory, segment.name), os.O_RDWR)
     try:
-        flags = _MAP_POPULATED if populate else getattr(mmap, "MAP_SHARED", 0)
+        return mmap.mmap(fd, segment.nbytes, flags=flags)
+    finally:
+        os.close(fd)
+
+
+def _map_held(segment: SegmentSpec, flags: int) -> mmap.mmap:
+    """Map a memfd through its owner's descriptor (see :meth:`Segment.held_spec`)."""
+    assert segment.held is not None
+    pid, number, inode = segment.held
+    fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDWR)
+    try:
+        if os.fstat(fd).st_ino != inode:
+            raise FileNotFoundError(errno.ENOENT, "shared-memory segment gone", segment.name)
         return mmap.mmap(fd, segment.nbytes, flags=flags)
     finally:
         os.close(fd)

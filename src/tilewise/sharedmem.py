@@ -34,7 +34,7 @@ import os
 import sys
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any
 
@@ -94,36 +94,32 @@ class SharedArray:
         )  # fmt: skip
 
     @classmethod
-    def create(cls, shape: tuple[int, ...], dtype: Any, *, named: bool = False) -> SharedArray:
-        """A C-ordered array (contents undefined) in a new or recycled segment.
-
-        ``named``: in a new segment any process of this machine can open by
-        name (see :meth:`Segment.new`); such segments are not recycled.
-        """
+    def create(cls, shape: tuple[int, ...], dtype: Any) -> SharedArray:
+        """A C-ordered array (contents undefined) in a new or recycled segment."""
         dtype = np.dtype(dtype)
         shape = tuple(int(n) for n in shape)
         nbytes = max(1, math.prod(shape) * dtype.itemsize)
-        segment = (None if named else _take(nbytes)) or _own(Segment.new(nbytes, named=named))
+        segment = _take(nbytes) or _own(Segment.new(nbytes))
         return cls(segment, _layout(segment, shape, dtype), owner=True, holds=True)
 
     @classmethod
-    def copy_of(cls, array: np.ndarray, *, named: bool = False) -> SharedArray:
-        """A C-ordered copy of ``array`` in a new or recycled segment (``named``: as in create)."""
+    def copy_of(cls, array: np.ndarray) -> SharedArray:
+        """A C-ordered copy of ``array`` in a new or recycled segment."""
         nbytes = max(1, array.nbytes)
-        segment = None if named else _take(nbytes)
+        segment = _take(nbytes)
         if segment is None and array.flags.c_contiguous:
             # Written through the descriptor: mapping fresh shared pages one
             # fault at a time would cost more than the copy itself.
-            segment = _own(Segment.new(nbytes, array, named=named))
+            segment = _own(Segment.new(nbytes, array))
             return cls(segment, _layout(segment, array.shape, array.dtype), True, True)
-        segment = segment or _own(Segment.new(nbytes, named=named))
+        segment = segment or _own(Segment.new(nbytes))
         shared = cls(segment, _layout(segment, array.shape, array.dtype), True, True)
         np.copyto(shared.array, array)
         return shared
 
     @classmethod
     def attach(cls, spec: ArraySpec, *, populate: bool = True) -> SharedArray:
-        """Map a named segment another process created (a memfd needs its descriptor).
+        """Map a segment another process created, by name or by :meth:`held_spec`.
 
         ``populate``: as in :meth:`Segment.open`.
         """
@@ -163,6 +159,11 @@ class SharedArray:
             array.__array_interface__["data"][0] - start,
         )
         return cls(segment, spec, owner=False, holds=False)
+
+    def held_spec(self) -> ArraySpec:
+        """The spec by which a process of this user that is not one of our workers
+        attaches the array: through this process's descriptor (see :meth:`Segment.held_spec`)."""
+        return replace(self.spec, segment=self.segment.held_spec())
 
     @property
     def array(self) -> np.ndarray:

@@ -16,9 +16,9 @@ task, so tiles that take less travel several to a task (see
   themselves, so no pixel passes through the client or the scheduler;
 - an in-memory image, when every worker runs on the caller's machine (a
   ``LocalCluster``, or a cluster of one big machine), travels not at all:
-  it is copied once into a named shared-memory segment that the workers map,
-  and they write their results into another, as the ``processes`` backend
-  does (see :class:`LocalSource`);
+  it is copied once into shared memory that the workers map, and they write
+  their results into another segment, as on the ``processes`` backend and in
+  the same segments, kept between runs for reuse (see :class:`LocalSource`);
 - otherwise an in-memory image travels in strips, the rows each row of tiles
   reads (halo included), each sent once, when its first tile goes out (see
   :class:`_Strips`); Dask then runs each tile where its strip is;
@@ -64,6 +64,7 @@ import pickle
 import socket
 import sys
 import time
+import traceback
 import uuid
 import warnings
 from collections import deque
@@ -76,7 +77,7 @@ import numpy as np
 
 from tilewise._optional import import_optional
 from tilewise._plan import available_cpus
-from tilewise._segments import Segment, SegmentSpec, shm_has_room
+from tilewise._segments import USE_MEMFD, Segment, SegmentSpec
 from tilewise._stages import TileJob, run_tile
 from tilewise.boundary import source_indices
 from tilewise.errors import TileError, WorkerDiedError
@@ -85,7 +86,7 @@ from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.io.base import FileSink
-from tilewise.sharedmem import ArraySpec, SharedArray, remove_stale_segments
+from tilewise.sharedmem import ArraySpec, SharedArray
 
 __all__ = ["DaskExecutor", "InMemorySource", "LocalSink", "LocalSource"]
 
@@ -125,22 +126,24 @@ class InMemorySource(ArraySource):
 
 
 class LocalSource(SharedSource):
-    """An in-memory image in a named shared-memory segment, for workers on the caller's machine.
+    """An in-memory image in shared memory, for Dask workers on the caller's machine.
 
-    It pickles as the segment's name, as on the processes backend; but each
+    Dask's workers are not the caller's children: no descriptor can be sent
+    them. The image pickles as the way to the caller's own descriptor of the
+    segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`); each
     task that unpickles it maps the segment, and unmaps it when done with the
     job, where a tilewise worker keeps its mappings until told to release them.
     """
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (_map_source, (self.shared.spec,))
+        return (_map_source, (self.shared.held_spec(),))
 
 
 class LocalSink(SharedSink):
-    """An in-memory output in a named shared-memory segment: workers write their tiles into it."""
+    """An in-memory output in shared memory: Dask workers write their tiles into it."""
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (_map_sink, (self.shared.spec,))
+        return (_map_sink, (self.shared.held_spec(),))
 
 
 # A worker touches only its own tiles' pages: each is mapped as it is touched.
@@ -166,15 +169,15 @@ def workers_share_memory(client: Any) -> bool:
 
     Asked of the workers themselves: on the caller's machine, but in another
     container or as another user, they cannot. The answer is kept for as
-    long as the same workers are there.
+    long as the same workers are there. Linux only (memfd segments).
     """
-    if not sys.platform.startswith("linux") or not shm_has_room(1):
+    if not (sys.platform.startswith("linux") and USE_MEMFD):
         return False
     workers = frozenset(client.scheduler_info().get("workers", ()))
     key = (id(client), workers)
     if key not in _SHARE_MEMORY:
-        with SharedArray.create((1,), np.uint8, named=True) as probe:
-            answers = client.run(_can_map, probe.spec.segment)
+        with SharedArray.create((1,), np.uint8) as probe:
+            answers = client.run(_can_map, probe.held_spec().segment)
         _SHARE_MEMORY.clear()  # one client's answer at a time: few clients live long
         _SHARE_MEMORY[key] = bool(answers) and set(answers) >= workers and all(answers.values())
     return _SHARE_MEMORY[key]
@@ -226,20 +229,25 @@ class _ShippedJob:
 
     Dask moves it between workers as these bytes: a worker never pickles a
     function it only received by value. Sent with each task, it is unpickled
-    by each task; as a task of its own, once per worker. ``machine`` is the
-    client's (:func:`machine_id`).
+    by each task, and dropped with it (a worker keeps a task's arguments for
+    a while after, and the job may map the caller's memory); as a task of its
+    own, once per worker, and kept until the run releases it. ``machine`` is
+    the client's (:func:`machine_id`).
     """
 
-    def __init__(self, payload: bytes, machine: str) -> None:
+    def __init__(self, payload: bytes, machine: str, *, keep: bool = False) -> None:
         self.payload = payload
         self.machine = machine
+        self.keep = keep
         self._job: TileJob | None = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"payload": self.payload, "machine": self.machine, "_job": None}
+        return {**self.__dict__, "_job": None}
 
     @property
     def job(self) -> TileJob:
+        if not self.keep:
+            return pickle.loads(self.payload)
         if self._job is None:  # two threads may both unpickle: one result is kept, both agree
             self._job = pickle.loads(self.payload)
         return self._job
@@ -255,6 +263,20 @@ def compute_tiles(
     ``pieces``: the rows of an in-memory image these tiles read. A file
     output's regions are on disk when it returns.
     """
+    try:
+        return _compute_tiles(shipped, pieces, tiles)
+    except BaseException as exc:
+        # The worker keeps a failed task's traceback until the client lets go of
+        # it: its frames must not keep the blocks, and the caller's memory, mapped.
+        _clear_frames(exc)
+        raise
+
+
+def _compute_tiles(
+    shipped: _ShippedJob,
+    pieces: Sequence[tuple[int, np.ndarray]] | None,
+    tiles: tuple[Tile, ...],
+) -> tuple[list[np.ndarray | None], float]:
     job = shipped.job
     if pieces is not None:
         job = replace(job, source=_Rows(job.source.shape, job.source.dtype, pieces))
@@ -267,6 +289,15 @@ def compute_tiles(
         # its own writes to shared storage (on the client's, they share a page cache).
         job.sink.sync([(tile.y, tile.x) for tile in tiles])
     return cores, seconds
+
+
+def _clear_frames(exc: BaseException | None) -> None:
+    """Drop the local variables of the finished frames of ``exc``'s tracebacks, and its causes'."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)  # skips the frames still running
+        exc = exc.__cause__ or exc.__context__
 
 
 def machine_id() -> str:
@@ -311,6 +342,9 @@ class DaskExecutor:
         self._shares_memory: bool | None = None  # asked of the workers when first needed
         self._inputs: list[SharedArray] = []  # shared copies of in-memory images
         self._outputs: list[SharedArray] = []  # shared outputs, handed to the caller
+        # A task cancelled may still run, and map a segment it was given, after
+        # the run: such segments must not be reused for another run's arrays.
+        self._tasks_may_run = False
 
     def _start_cluster(self, distributed: Any, workers: int) -> Any:
         """A LocalCluster of single-threaded worker processes, for this run only."""
@@ -343,9 +377,8 @@ class DaskExecutor:
         """An in-memory image in shared memory, or marked to travel in strips; files as they are."""
         if not isinstance(source, ArraySource) or isinstance(source, (InMemorySource, LocalSource)):
             return source  # files (and zarr arrays) pickle small; workers open their own
-        if self._local(source.array.nbytes):
-            remove_stale_segments()
-            shared = SharedArray.copy_of(source.array, named=True)
+        if self._local():
+            shared = SharedArray.copy_of(source.array)
             self._inputs.append(shared)
             return LocalSource(shared)
         return InMemorySource(source.array)
@@ -356,22 +389,22 @@ class DaskExecutor:
         ``run`` writes a plain numpy ``sink`` from the tiles' results; the
         workers write every other sink.
         """
-        if type(sink) is ArraySink and self._local(sink.array.nbytes):
+        if type(sink) is ArraySink and self._local():
             return self.allocate(sink.shape, sink.dtype)
         return sink
 
     def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
-        if self._local(int(np.prod(shape)) * np.dtype(dtype).itemsize):
-            shared = SharedArray.create(shape, dtype, named=True)
+        if self._local():
+            shared = SharedArray.create(shape, dtype)
             self._outputs.append(shared)
             return LocalSink(shared)
         return ArraySink(np.empty(shape, dtype))
 
-    def _local(self, nbytes: int) -> bool:
-        """Whether an array of ``nbytes`` goes to the workers through shared memory."""
+    def _local(self) -> bool:
+        """Whether in-memory arrays go to the workers through shared memory."""
         if self._shares_memory is None:
             self._shares_memory = workers_share_memory(self.client)
-        return self._shares_memory and shm_has_room(nbytes)
+        return self._shares_memory
 
     def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         self._run = self._completed(job, tiles)
@@ -383,10 +416,15 @@ class DaskExecutor:
                 self._run.close()  # cancels the tiles still queued if the caller stopped early
         finally:
             for shared in self._inputs:
-                shared.unlink()
-                shared.close()
+                if self._tasks_may_run:
+                    shared.close()
+                else:
+                    shared.recycle()
             for shared in self._outputs:
-                shared.hand_over()  # unlinked; the array returned keeps its memory mapped
+                if self._tasks_may_run:
+                    shared.close()
+                else:
+                    shared.hand_over()  # reused once the array returned is gone
             self._inputs.clear()
             self._outputs.clear()
             if self._own_client:
@@ -404,7 +442,7 @@ class DaskExecutor:
             # A task, not scattered data: should every worker holding it die, the
             # scheduler makes it again from these bytes.
             shipped = self.client.submit(
-                _ShippedJob, payload, shipped.machine, key=f"{name}-job", pure=False
+                _ShippedJob, payload, shipped.machine, keep=True, key=f"{name}-job", pure=False
             )
         strips = _Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
         pending = deque(tiles)
@@ -416,8 +454,10 @@ class DaskExecutor:
                 size = self._pace.tiles_per_task(len(pending))
                 row = pending[0].index[0]
                 group: list[Tile] = []
-                while pending and len(group) < size and pending[0].index[0] == row:
-                    group.append(pending.popleft())  # one row of tiles: one strip of the image
+                while pending and len(group) < size:
+                    if strips is not None and pending[0].index[0] != row:
+                        break  # one row of tiles: one strip of the image
+                    group.append(pending.popleft())
                 pieces = None if strips is None else strips.acquire(group)
                 future = self.client.submit(
                     compute_tiles, shipped, pieces, tuple(group), key=(name, *group[0].index),
@@ -432,8 +472,12 @@ class DaskExecutor:
             submit()
             for future, result in completed:
                 group = running.pop(future)
-                cores, seconds = self._result(future, result, group)
-                future.release()
+                try:
+                    cores, seconds = self._result(future, result, group)
+                finally:
+                    # Dask keeps a task's exception, whose traceback will hold
+                    # this frame and the run's arrays, for as long as its key.
+                    future.release()
                 if strips is not None:
                     strips.release(group)
                 self._pace.observe(seconds)
@@ -447,6 +491,7 @@ class DaskExecutor:
             if running:
                 # Queued tiles never start; those already running finish on their workers.
                 self.client.cancel(list(running))
+                self._tasks_may_run = True
             if strips is not None:
                 strips.close()
             if not isinstance(shipped, _ShippedJob):
