@@ -39,7 +39,7 @@ from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
-from tilewise.sharedmem import PREFIX, clear_cache
+from tilewise.sharedmem import PREFIX, SharedArray, clear_cache
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,6 +228,63 @@ def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     got[:] = 0  # the caller's own memory, valid after the run
     del got
     assert_released(client, before)
+
+
+def mapped_by_workers(client: Client) -> set[str]:
+    return {name for names in client.run(segments_held).values() for name in names}
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_workers_keep_the_callers_segments_mapped_until_it_lets_go(
+    client: Client, image: np.ndarray
+) -> None:
+    before = segments_held()
+    got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    mapped = mapped_by_workers(client)
+    assert mapped  # the image and the result
+    assert mapped <= segments_held()  # the caller holds them: the result, and its cache
+    del got  # its segment goes back to the cache, for the next run to take
+    again = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    assert mapped_by_workers(client) == mapped  # the same segments, mapped once
+    np.testing.assert_array_equal(again, serial(smooth, image, tile=TILE, halo=1))
+    del again
+    assert_released(client, before)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_a_caller_gone_without_a_word_leaves_nothing_mapped(client: Client) -> None:
+    address = client.scheduler.address
+    script = textwrap.dedent(
+        f"""
+        import os
+        import numpy as np, tilewise
+        tilewise.map_tiles(np.negative, np.ones((64, 80)), tile=16, scheduler={address!r})
+        print(os.getpid(), flush=True)
+        os._exit(0)  # no clean-up of any kind
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, check=True
+    )
+    theirs = f"{PREFIX}{done.stdout.strip()}_"
+    deadline = time.monotonic() + 10
+    while mapped := {name for name in mapped_by_workers(client) if name.startswith(theirs)}:
+        assert time.monotonic() < deadline, f"workers still map {mapped}"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_still_held_tells_a_segment_its_owner_let_go_of() -> None:
+    shared = SharedArray.create((4, 4), np.uint8)
+    mapped = Segment.open(shared.segment.held_spec())
+    assert mapped.still_held()
+    shared.close()  # its descriptor's number is free: the next segment takes it
+    other = SharedArray.create((4, 4), np.uint8)
+    try:
+        assert not mapped.still_held()
+    finally:
+        other.close()
+        mapped.close()
 
 
 def test_workers_that_cannot_reach_the_callers_memory_get_strips(

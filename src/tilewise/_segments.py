@@ -110,6 +110,16 @@ class Segment:
             raise ValueError(f"segment {self.spec.name} has no descriptor to reach it by")
         return replace(self.spec, held=(os.getpid(), self.fd, os.fstat(self.fd).st_ino))
 
+    def still_held(self) -> bool:
+        """For a segment mapped by :meth:`held_spec`: whether its owner still holds it."""
+        if self.spec.held is None:
+            raise ValueError(f"segment {self.spec.name} was not mapped through its owner")
+        pid, number, inode = self.spec.held
+        try:
+            return os.stat(f"/proc/{pid}/fd/{number}").st_ino == inode
+        except OSError:
+            return False
+
     def unlink(self) -> None:
         """Remove the name, if this process made it; the memory stays while mapped."""
         if self.named:

@@ -18,7 +18,8 @@ task, so tiles that take less travel several to a task (see
   ``LocalCluster``, or a cluster of one big machine), travels not at all:
   it is copied once into shared memory that the workers map, and they write
   their results into another segment, as on the ``processes`` backend and in
-  the same segments, kept between runs for reuse (see :class:`LocalSource`);
+  the same segments, kept between runs for reuse; workers keep them mapped
+  for as long as the caller holds them (see :class:`LocalSource`);
 - otherwise an in-memory image travels in strips, the rows each row of tiles
   reads (halo included), each sent once, when its first tile goes out (see
   :class:`_Strips`); Dask then runs each tile where its strip is;
@@ -63,6 +64,7 @@ import math
 import pickle
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -109,6 +111,8 @@ PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 #: The Dask setting by which nannies give their workers MALLOC_TRIM_THRESHOLD_
 #: (see DaskExecutor._start_cluster); set to None, workers start without it.
 MALLOC_TRIM_SETTING = f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_"
+#: Seconds between a worker's looks at whether callers still hold the segments it maps.
+UNMAP_INTERVAL = 0.5
 #: Seconds between looks at the cluster's size: workers may join or leave
 #: during a run (an adaptive cluster, a worker lost and replaced).
 RESIZE_INTERVAL = 1.0
@@ -130,9 +134,9 @@ class LocalSource(SharedSource):
 
     Dask's workers are not the caller's children: no descriptor can be sent
     them. The image pickles as the way to the caller's own descriptor of the
-    segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`); each
-    task that unpickles it maps the segment, and unmaps it when done with the
-    job, where a tilewise worker keeps its mappings until told to release them.
+    segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`). A worker
+    maps it at its first task of the run and keeps it mapped for the next
+    ones, until the run is over (see :func:`_mapped`).
     """
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -146,13 +150,53 @@ class LocalSink(SharedSink):
         return (_map_sink, (self.shared.held_spec(),))
 
 
-# A worker touches only its own tiles' pages: each is mapped as it is touched.
 def _map_source(spec: ArraySpec) -> LocalSource:
-    return LocalSource(SharedArray.attach(spec, populate=False))
+    return LocalSource(_mapped(spec))
 
 
 def _map_sink(spec: ArraySpec) -> LocalSink:
-    return LocalSink(SharedArray.attach(spec, populate=False))
+    return LocalSink(_mapped(spec))
+
+
+def _mapped(spec: ArraySpec) -> SharedArray:
+    """On a worker: the array in a caller's segment, mapped by the first task that needs it.
+
+    The segment stays mapped for the next tasks, and the next runs, as the
+    caller reuses its segments: mapping it again would fault in again every
+    page they touch. Only the pages the worker's tiles touch are mapped, as
+    they are touched. Once the caller has let go of the segment, or is gone,
+    :func:`_unmap_released` unmaps it.
+    """
+    with _MAPPED_LOCK:
+        segment = _MAPPED.get(spec.segment.name)
+        if segment is None:
+            segment = _MAPPED[spec.segment.name] = Segment.open(spec.segment, populate=False)
+            _watch_mapped()
+    return SharedArray(segment, spec, owner=False, holds=False)
+
+
+def _watch_mapped() -> None:
+    global _WATCHER
+    if _WATCHER is None or not _WATCHER.is_alive():
+        _WATCHER = threading.Thread(target=_unmap_released, name="tilewise-unmap", daemon=True)
+        _WATCHER.start()
+
+
+def _unmap_released() -> None:
+    """On a worker, now and then: unmap the segments their callers no longer hold."""
+    while True:
+        time.sleep(UNMAP_INTERVAL)
+        with _MAPPED_LOCK:
+            for name, segment in list(_MAPPED.items()):
+                if not segment.still_held():
+                    del _MAPPED[name]
+                    segment.close()  # the memory goes once no array of a late task uses it
+
+
+# A worker's mappings of callers' segments, by name, and what unmaps them.
+_MAPPED: dict[str, Segment] = {}
+_MAPPED_LOCK = threading.Lock()
+_WATCHER: threading.Thread | None = None
 
 
 def _can_map(spec: SegmentSpec) -> bool:
