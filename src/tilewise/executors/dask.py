@@ -135,8 +135,8 @@ class LocalSource(SharedSource):
     Dask's workers are not the caller's children: no descriptor can be sent
     them. The image pickles as the way to the caller's own descriptor of the
     segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`). A worker
-    maps it at its first task of the run and keeps it mapped for the next
-    ones, until the run is over (see :func:`_mapped`).
+    maps it at its first task that needs it, and keeps it mapped for as long
+    as the caller holds the segment (see :func:`_mapped`).
     """
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -274,9 +274,8 @@ class _ShippedJob:
     Dask moves it between workers as these bytes: a worker never pickles a
     function it only received by value. Sent with each task, it is unpickled
     by each task, and dropped with it (a worker keeps a task's arguments for
-    a while after, and the job may map the caller's memory); as a task of its
-    own, once per worker, and kept until the run releases it. ``machine`` is
-    the client's (:func:`machine_id`).
+    a while after it); as a task of its own, once per worker, and kept until
+    the run releases it. ``machine`` is the client's (:func:`machine_id`).
     """
 
     def __init__(self, payload: bytes, machine: str, *, keep: bool = False) -> None:
