@@ -35,6 +35,7 @@ from scipy import ndimage as ndi
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
 from tilewise._segments import Segment
+from tilewise.executors import _dask_local, _dask_strips
 from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
@@ -220,7 +221,7 @@ def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     before = segments_held()
     got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
     np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
-    assert not [args for func, *args in submitted if func is dask_backend._rows]
+    assert not [args for func, *args in submitted if func is _dask_strips._rows]
     tasks = [args for func, *args in submitted if func is dask_backend.compute_tiles]
     assert all(pieces is None for _, pieces, _ in tasks)
     assert all(len(job.payload) < 1000 for job, _, _ in tasks)  # segment names, not pixels
@@ -292,13 +293,13 @@ def test_workers_that_cannot_reach_the_callers_memory_get_strips(
 ) -> None:
     """As workers in another container or of another user: the caller's descriptors are not
     theirs to open."""
-    monkeypatch.setattr(dask_backend, "_SHARE_MEMORY", {})
+    monkeypatch.setattr(_dask_local, "_SHARE_MEMORY", {})
     monkeypatch.setattr(Segment, "held_spec", lambda self: replace(self.spec, held=(1, 0, 0)))
     assert not dask_backend.workers_share_memory(client)
     submitted = submissions(client, monkeypatch)
     got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
     np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
-    assert [args for func, *args in submitted if func is dask_backend._rows]
+    assert [args for func, *args in submitted if func is _dask_strips._rows]
 
 
 def test_the_image_travels_once_in_strips_and_jobs_stay_small(
@@ -310,7 +311,7 @@ def test_the_image_travels_once_in_strips_and_jobs_stay_small(
     submitted = submissions(client, monkeypatch)
     got = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
     np.testing.assert_array_equal(got, serial(smooth, image, tile=TILE, halo=1))
-    strips = [args[0] for func, *args in submitted if func is backend._rows]
+    strips = [args[0] for func, *args in submitted if func is _dask_strips._rows]
     # One strip per row of tiles, with one row of halo above and below (reflected at the
     # edges, so rows already there), and the first again for the rest of the run.
     expected = [(0, 17)] + [(max(0, 16 * r - 1), min(100, 16 * r + 17)) for r in range(7)]
@@ -349,7 +350,7 @@ def test_a_large_job_is_a_task_of_its_own_and_tiles_still_spread(
 
 
 def test_rows_read_follow_the_boundary() -> None:
-    from tilewise.executors.dask import rows_read
+    from tilewise.executors._dask_strips import rows_read
 
     grid = tilewise.Grid((100, 80), (TILE, TILE), halo=(3, 3))
     assert rows_read(grid.tile_at((0, 0)), 100, "reflect") == [(0, 19)]

@@ -18,11 +18,10 @@ task, so tiles that take less travel several to a task (see
   ``LocalCluster``, or a cluster of one big machine), travels not at all:
   it is copied once into shared memory that the workers map, and they write
   their results into another segment, as on the ``processes`` backend and in
-  the same segments, kept between runs for reuse; workers keep them mapped
-  for as long as the caller holds them (see :class:`LocalSource`);
+  the same reused segments (:mod:`tilewise.executors._dask_local`);
 - otherwise an in-memory image travels in strips, the rows each row of tiles
-  reads (halo included), each sent once, when its first tile goes out (see
-  :class:`_Strips`); Dask then runs each tile where its strip is;
+  reads (halo included), each sent once, when its first tile goes out, and
+  Dask runs each tile where its strip is (:mod:`tilewise.executors._dask_strips`);
 - a file output is written by the workers, one tile-aligned region per tile;
   a worker on another machine than the client forces its tiles to disk
   before the task reports them done, so the client's resume journal only
@@ -63,12 +62,9 @@ import logging
 import math
 import pickle
 import socket
-import sys
-import threading
 import time
 import traceback
 import uuid
-import warnings
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import replace
@@ -79,18 +75,18 @@ import numpy as np
 
 from tilewise._optional import import_optional
 from tilewise._plan import available_cpus
-from tilewise._segments import USE_MEMFD, Segment, SegmentSpec
 from tilewise._stages import TileJob, run_tile
-from tilewise.boundary import source_indices
 from tilewise.errors import TileError, WorkerDiedError
-from tilewise.executors._transport import SharedSink, SharedSource, pickle_job
+from tilewise.executors._dask_local import LocalSink, LocalSource, workers_share_memory
+from tilewise.executors._dask_strips import InMemorySource, Rows, Strips
+from tilewise.executors._transport import pickle_job
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.io.base import FileSink
-from tilewise.sharedmem import ArraySpec, SharedArray
+from tilewise.sharedmem import SharedArray
 
-__all__ = ["DaskExecutor", "InMemorySource", "LocalSink", "LocalSource"]
+__all__ = ["DaskExecutor", "workers_share_memory"]
 
 #: Tasks submitted and not yet collected, per worker thread: the next task
 #: is already on the worker when one finishes, and few enough that results
@@ -111,161 +107,9 @@ PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
 #: The Dask setting by which nannies give their workers MALLOC_TRIM_THRESHOLD_
 #: (see DaskExecutor._start_cluster); set to None, workers start without it.
 MALLOC_TRIM_SETTING = f"{PRE_SPAWN_ENVIRON}.MALLOC_TRIM_THRESHOLD_"
-#: Seconds between a worker's looks at whether callers still hold the segments it maps.
-UNMAP_INTERVAL = 0.5
 #: Seconds between looks at the cluster's size: workers may join or leave
 #: during a run (an adaptive cluster, a worker lost and replaced).
 RESIZE_INTERVAL = 1.0
-
-
-class InMemorySource(ArraySource):
-    """An in-memory image, sent to the workers in strips of rows as tiles need them.
-
-    The caller reads its own array; pickled (in the job), it leaves the
-    pixels behind: each task receives the rows its tiles read.
-    """
-
-    def __reduce__(self) -> tuple[type, tuple[tuple[int, ...], np.dtype]]:
-        return (_ImageInTask, (self.array.shape, self.array.dtype))
-
-
-class LocalSource(SharedSource):
-    """An in-memory image in shared memory, for Dask workers on the caller's machine.
-
-    Dask's workers are not the caller's children: no descriptor can be sent
-    them. The image pickles as the way to the caller's own descriptor of the
-    segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`). A worker
-    maps it at its first task that needs it, and keeps it mapped for as long
-    as the caller holds the segment (see :func:`_mapped`).
-    """
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (_map_source, (self.shared.held_spec(),))
-
-
-class LocalSink(SharedSink):
-    """An in-memory output in shared memory: Dask workers write their tiles into it."""
-
-    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
-        return (_map_sink, (self.shared.held_spec(),))
-
-
-def _map_source(spec: ArraySpec) -> LocalSource:
-    return LocalSource(_mapped(spec))
-
-
-def _map_sink(spec: ArraySpec) -> LocalSink:
-    return LocalSink(_mapped(spec))
-
-
-def _mapped(spec: ArraySpec) -> SharedArray:
-    """On a worker: the array in a caller's segment, mapped by the first task that needs it.
-
-    The segment stays mapped for the next tasks, and the next runs, as the
-    caller reuses its segments: mapping it again would fault in again every
-    page they touch. Only the pages the worker's tiles touch are mapped, as
-    they are touched. Once the caller has let go of the segment, or is gone,
-    :func:`_unmap_released` unmaps it.
-    """
-    with _MAPPED_LOCK:
-        segment = _MAPPED.get(spec.segment.name)
-        if segment is None:
-            segment = _MAPPED[spec.segment.name] = Segment.open(spec.segment, populate=False)
-            _watch_mapped()
-    return SharedArray(segment, spec, owner=False, holds=False)
-
-
-def _watch_mapped() -> None:
-    global _WATCHER
-    if _WATCHER is None or not _WATCHER.is_alive():
-        _WATCHER = threading.Thread(target=_unmap_released, name="tilewise-unmap", daemon=True)
-        _WATCHER.start()
-
-
-def _unmap_released() -> None:
-    """On a worker, now and then: unmap the segments their callers no longer hold."""
-    while True:
-        time.sleep(UNMAP_INTERVAL)
-        with _MAPPED_LOCK:
-            for name, segment in list(_MAPPED.items()):
-                if not segment.still_held():
-                    del _MAPPED[name]
-                    segment.close()  # the memory goes once no array of a late task uses it
-
-
-# A worker's mappings of callers' segments, by name, and what unmaps them.
-_MAPPED: dict[str, Segment] = {}
-_MAPPED_LOCK = threading.Lock()
-_WATCHER: threading.Thread | None = None
-
-
-def _can_map(spec: SegmentSpec) -> bool:
-    """On a worker: whether it can map a segment the caller made (it shares its memory)."""
-    try:
-        Segment.open(spec).close()
-    except OSError:
-        return False
-    return True
-
-
-def workers_share_memory(client: Any) -> bool:
-    """Whether every worker of the cluster can map shared memory the caller makes.
-
-    Asked of the workers themselves: on the caller's machine, but in another
-    container or as another user, they cannot. The answer is kept for as
-    long as the same workers are there. Linux only (memfd segments).
-    """
-    if not (sys.platform.startswith("linux") and USE_MEMFD):
-        return False
-    workers = frozenset(client.scheduler_info().get("workers", ()))
-    key = (id(client), workers)
-    if key not in _SHARE_MEMORY:
-        with SharedArray.create((1,), np.uint8) as probe:
-            answers = client.run(_can_map, probe.held_spec().segment)
-        _SHARE_MEMORY.clear()  # one client's answer at a time: few clients live long
-        _SHARE_MEMORY[key] = bool(answers) and set(answers) >= workers and all(answers.values())
-    return _SHARE_MEMORY[key]
-
-
-_SHARE_MEMORY: dict[tuple[int, frozenset[str]], bool] = {}
-
-
-class _ImageInTask:
-    """Where an in-memory image stands in a worker's job until a task brings its rows."""
-
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.shape = shape
-        self.dtype = dtype
-
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        raise RuntimeError("an in-memory image's rows come with each task, not with the job")
-
-
-class _Rows:
-    """The rows of an image that one row of tiles reads: ``pieces`` of (first row, rows)."""
-
-    def __init__(
-        self, shape: tuple[int, ...], dtype: np.dtype, pieces: Sequence[tuple[int, np.ndarray]]
-    ) -> None:
-        self.shape = shape
-        self.dtype = dtype
-        self.pieces = pieces
-
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        for first, part in self.pieces:
-            if first <= rows.start and rows.stop <= first + len(part):
-                return part[rows.start - first : rows.stop - first, cols]
-        raise RuntimeError(f"rows {rows.start}:{rows.stop} were not sent with this tile")
-
-
-def rows_read(tile: Tile, n_rows: int, boundary: str) -> list[tuple[int, int]]:
-    """The image rows ``tile``'s block reads, as (start, stop) runs (two for ``"wrap"``)."""
-    h = tile.halo
-    mode = "nearest" if boundary == "none" else boundary  # "none": the block is inside already
-    rows = source_indices(tile.y.start - h.top, tile.y.stop + h.bottom, n_rows, mode)
-    rows = np.unique(rows[rows >= 0])  # -1: a cval row, read from nowhere
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    return [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)]
 
 
 class _ShippedJob:
@@ -322,7 +166,7 @@ def _compute_tiles(
 ) -> tuple[list[np.ndarray | None], float]:
     job = shipped.job
     if pieces is not None:
-        job = replace(job, source=_Rows(job.source.shape, job.source.dtype, pieces))
+        job = replace(job, source=Rows(job.source.shape, job.source.dtype, pieces))
     start = time.perf_counter()
     cores = [run_tile(job, tile) for tile in tiles]
     seconds = (time.perf_counter() - start) / len(tiles)
@@ -487,7 +331,7 @@ class DaskExecutor:
             shipped = self.client.submit(
                 _ShippedJob, payload, shipped.machine, keep=True, key=f"{name}-job", pure=False
             )
-        strips = _Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
+        strips = Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
         pending = deque(tiles)
         running: dict[Any, tuple[Tile, ...]] = {}
         completed = self._as_completed(with_results=True, raise_errors=False, loop=self.client.loop)
@@ -564,64 +408,6 @@ class DaskExecutor:
         except Exception as exc:
             raise TileError(tile, f"{type(exc).__name__}: {exc}{together}") from exc
         raise AssertionError(f"future {future.key!r} erred but raised nothing")
-
-
-class _Strips:
-    """An in-memory image, sent in strips: the rows each row of tiles reads, with its halo.
-
-    A strip is a task holding its rows, not scattered data: Dask places a
-    tile where its strip is (so rows of tiles spread over the workers, and
-    each strip travels once), and should the worker holding it die, the
-    scheduler, which keeps the task's bytes, sends it again. A strip is sent
-    when its first tile goes out and dropped when its last tile is back, so
-    the cluster holds a few strips at a time, not the image.
-    """
-
-    def __init__(self, client: Any, name: str, job: TileJob) -> None:
-        self.client = client
-        self.name = name
-        source = job.source
-        assert isinstance(source, InMemorySource)
-        self.array = source.array
-        self.boundary = job.boundary
-        self.sent: dict[int, list[tuple[int, Any]]] = {}  # row of tiles -> pieces in flight
-        self.left: dict[int, int] = {}  # row of tiles -> its tiles not back yet
-
-    def count(self, tiles: Sequence[Tile]) -> None:
-        for tile in tiles:
-            self.left[tile.index[0]] = self.left.get(tile.index[0], 0) + 1
-
-    def acquire(self, group: list[Tile]) -> list[tuple[int, Any]]:
-        row = group[0].index[0]
-        if row not in self.sent:
-            runs = rows_read(group[0], self.array.shape[0], self.boundary)
-            with warnings.catch_warnings():
-                # Dask warns of "large graphs" from about 10 MB: a strip is meant to be one.
-                warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
-                self.sent[row] = [(start, self._send(start, stop)) for start, stop in runs]
-        return self.sent[row]
-
-    def release(self, group: tuple[Tile, ...]) -> None:
-        row = group[0].index[0]
-        self.left[row] -= len(group)
-        if self.left[row] == 0:
-            for _, future in self.sent.pop(row):
-                future.release()
-
-    def close(self) -> None:
-        for pieces in self.sent.values():
-            for _, future in pieces:
-                future.release()
-        self.sent.clear()
-
-    def _send(self, start: int, stop: int) -> Any:
-        rows = np.ascontiguousarray(self.array[start:stop])
-        return self.client.submit(_rows, rows, key=f"{self.name}-rows-{start}-{stop}", pure=False)
-
-
-def _rows(rows: np.ndarray) -> np.ndarray:
-    """A strip's task: its rows, as the client sent them."""
-    return rows
 
 
 class _Pace:

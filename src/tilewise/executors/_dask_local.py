@@ -1,0 +1,130 @@
+"""In-memory images for Dask workers on the caller's machine: through shared memory.
+
+The caller copies the image once into a memfd segment of the processes
+backend's reuse cache, and allocates the result in another; workers write
+their tiles into it, and nothing travels through Dask but the segments'
+specs. Dask's workers are not the caller's children, so no descriptor can
+be sent them: they open the caller's own, as ``/proc/<pid>/fd/<n>`` (see
+:meth:`tilewise._segments.Segment.held_spec`), which the kernel allows a
+process of the same user. Whether every worker can is asked of the
+workers themselves (:func:`workers_share_memory`).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from tilewise._segments import USE_MEMFD, Segment, SegmentSpec
+from tilewise.executors._transport import SharedSink, SharedSource
+from tilewise.sharedmem import ArraySpec, SharedArray
+
+__all__ = ["LocalSink", "LocalSource", "workers_share_memory"]
+
+#: Seconds between a worker's looks at whether callers still hold the segments it maps.
+UNMAP_INTERVAL = 0.5
+
+
+class LocalSource(SharedSource):
+    """An in-memory image in shared memory, for Dask workers on the caller's machine.
+
+    Dask's workers are not the caller's children: no descriptor can be sent
+    them. The image pickles as the way to the caller's own descriptor of the
+    segment (see :meth:`~tilewise.sharedmem.SharedArray.held_spec`). A worker
+    maps it at its first task that needs it, and keeps it mapped for as long
+    as the caller holds the segment (see :func:`_mapped`).
+    """
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_map_source, (self.shared.held_spec(),))
+
+
+class LocalSink(SharedSink):
+    """An in-memory output in shared memory: Dask workers write their tiles into it."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_map_sink, (self.shared.held_spec(),))
+
+
+def _map_source(spec: ArraySpec) -> LocalSource:
+    return LocalSource(_mapped(spec))
+
+
+def _map_sink(spec: ArraySpec) -> LocalSink:
+    return LocalSink(_mapped(spec))
+
+
+def _mapped(spec: ArraySpec) -> SharedArray:
+    """On a worker: the array in a caller's segment, mapped by the first task that needs it.
+
+    The segment stays mapped for the next tasks, and the next runs, as the
+    caller reuses its segments: mapping it again would fault in again every
+    page they touch. Only the pages the worker's tiles touch are mapped, as
+    they are touched. Once the caller has let go of the segment, or is gone,
+    :func:`_unmap_released` unmaps it.
+    """
+    with _MAPPED_LOCK:
+        segment = _MAPPED.get(spec.segment.name)
+        if segment is None:
+            segment = _MAPPED[spec.segment.name] = Segment.open(spec.segment, populate=False)
+            _watch_mapped()
+    return SharedArray(segment, spec, owner=False, holds=False)
+
+
+def _watch_mapped() -> None:
+    global _WATCHER
+    if _WATCHER is None or not _WATCHER.is_alive():
+        _WATCHER = threading.Thread(target=_unmap_released, name="tilewise-unmap", daemon=True)
+        _WATCHER.start()
+
+
+def _unmap_released() -> None:
+    """On a worker, now and then: unmap the segments their callers no longer hold."""
+    while True:
+        time.sleep(UNMAP_INTERVAL)
+        with _MAPPED_LOCK:
+            for name, segment in list(_MAPPED.items()):
+                if not segment.still_held():
+                    del _MAPPED[name]
+                    segment.close()  # the memory goes once no array of a late task uses it
+
+
+# A worker's mappings of callers' segments, by name, and what unmaps them.
+_MAPPED: dict[str, Segment] = {}
+_MAPPED_LOCK = threading.Lock()
+_WATCHER: threading.Thread | None = None
+
+
+def _can_map(spec: SegmentSpec) -> bool:
+    """On a worker: whether it can map a segment the caller made (it shares its memory)."""
+    try:
+        Segment.open(spec).close()
+    except OSError:
+        return False
+    return True
+
+
+def workers_share_memory(client: Any) -> bool:
+    """Whether every worker of the cluster can map shared memory the caller makes.
+
+    Asked of the workers themselves: on the caller's machine, but in another
+    container or as another user, they cannot. The answer is kept for as
+    long as the same workers are there. Linux only (memfd segments).
+    """
+    if not (sys.platform.startswith("linux") and USE_MEMFD):
+        return False
+    workers = frozenset(client.scheduler_info().get("workers", ()))
+    key = (id(client), workers)
+    if key not in _SHARE_MEMORY:
+        with SharedArray.create((1,), np.uint8) as probe:
+            answers = client.run(_can_map, probe.held_spec().segment)
+        _SHARE_MEMORY.clear()  # one client's answer at a time: few clients live long
+        _SHARE_MEMORY[key] = bool(answers) and set(answers) >= workers and all(answers.values())
+    return _SHARE_MEMORY[key]
+
+
+_SHARE_MEMORY: dict[tuple[int, frozenset[str]], bool] = {}
