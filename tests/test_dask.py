@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -250,6 +251,41 @@ def test_workers_keep_the_callers_segments_mapped_until_it_lets_go(
     np.testing.assert_array_equal(again, serial(smooth, image, tile=TILE, halo=1))
     del again
     assert_released(client, before)
+
+
+def resident_segment_bytes() -> int:
+    """The bytes of tilewise's segments this process has mapped and touched (from smaps)."""
+    total, ours = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            if re.match(r"[0-9a-f]+-[0-9a-f]+ ", line):
+                ours = f"/memfd:{PREFIX}" in line
+            elif ours and line.startswith("Rss:"):
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+def set_mapped_share(share: float) -> None:
+    _dask_local.MAPPED_SHARE = share
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_workers_drop_the_callers_pages_dask_would_count_against_their_memory(
+    client: Client,
+) -> None:
+    """Dask pauses, then kills, a worker whose RSS nears its limit: shared pages count."""
+    image = np.random.default_rng(7).standard_normal((1024, 512))  # 4 MiB, 512 tiles of 32
+    tilewise.map_tiles(np.negative, image, tile=32, client=client)
+    kept = sum(client.run(resident_segment_bytes).values())
+    client.run(set_mapped_share, 0.0)  # any page kept is too many
+    try:
+        got = tilewise.map_tiles(np.negative, image, tile=32, client=client)
+        trimmed = sum(client.run(resident_segment_bytes).values())
+    finally:
+        client.run(set_mapped_share, _dask_local.MAPPED_SHARE)
+    np.testing.assert_array_equal(got, -image)
+    assert kept >= image.nbytes  # the image and the result: about half of each on each worker
+    assert trimmed < kept / 4  # the last task's pages, at most
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")

@@ -12,6 +12,7 @@ workers themselves (:func:`workers_share_memory`).
 
 from __future__ import annotations
 
+import mmap
 import sys
 import threading
 import time
@@ -27,6 +28,10 @@ __all__ = ["LocalSink", "LocalSource", "workers_share_memory"]
 
 #: Seconds between a worker's looks at whether callers still hold the segments it maps.
 UNMAP_INTERVAL = 0.5
+#: The share of a Dask worker's memory limit that the caller's pages it keeps
+#: mapped may take: Dask counts them in the worker's memory (its RSS), and
+#: pauses the worker at 80% of the limit, and has its nanny kill it at 95%.
+MAPPED_SHARE = 0.25
 
 
 class LocalSource(SharedSource):
@@ -64,15 +69,54 @@ def _mapped(spec: ArraySpec) -> SharedArray:
     The segment stays mapped for the next tasks, and the next runs, as the
     caller reuses its segments: mapping it again would fault in again every
     page they touch. Only the pages the worker's tiles touch are mapped, as
-    they are touched. Once the caller has let go of the segment, or is gone,
-    :func:`_unmap_released` unmaps it.
+    they are touched, and no more of them than :data:`MAPPED_SHARE` of the
+    worker's memory limit stay mapped (see :func:`_keep_within_limit`). Once
+    the caller has let go of the segment, or is gone, :func:`_unmap_released`
+    unmaps it.
     """
     with _MAPPED_LOCK:
         segment = _MAPPED.get(spec.segment.name)
         if segment is None:
             segment = _MAPPED[spec.segment.name] = Segment.open(spec.segment, populate=False)
             _watch_mapped()
+        _keep_within_limit()
     return SharedArray(segment, spec, owner=False, holds=False)
+
+
+def _keep_within_limit() -> None:
+    """Drop the pages this worker has mapped (not the mappings) when Dask would count too many.
+
+    Dropped, the pages stay in the segment: a tile touching them maps them again.
+    """
+    limit = _memory_limit()
+    if limit is None:
+        return
+    allowed = MAPPED_SHARE * limit
+    if sum(segment.spec.nbytes for segment in _MAPPED.values()) <= allowed:
+        return  # even every page mapped stays within it
+    if _resident_shared_bytes() > allowed:
+        for segment in _MAPPED.values():
+            segment.mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _memory_limit() -> int | None:
+    """The memory limit of the Dask worker this runs in, if it has one."""
+    from distributed import get_worker
+
+    try:
+        limit = get_worker().memory_manager.memory_limit
+    except (ValueError, AttributeError):  # not in a worker; a Dask without the attribute
+        return None
+    return int(limit) if limit else None
+
+
+def _resident_shared_bytes() -> int:
+    """The shared memory this process has mapped and touched (Linux's RssShmem)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _watch_mapped() -> None:
