@@ -225,15 +225,11 @@ def test_a_script_without_the_main_guard_is_told_why_its_workers_die(
         check=False,
     )
     assert done.returncode == 1
-    # The workers' own tracebacks may come before or after the caller's.
-    errors = [
-        line
-        for line in done.stderr.splitlines()
-        if line.startswith("tilewise.errors.WorkerDiedError: tile (0, 0)")
-    ]
-    assert len(errors) == 1, done.stderr
-    assert "attempt 3: exit code 1 while starting" in errors[0]
-    assert 'without `if __name__ == "__main__":`' in errors[0]
+    # Every worker has died, and printed why, before the caller reports it: its error is last.
+    error = done.stderr.rstrip().splitlines()[-1]
+    assert error.startswith("tilewise.errors.WorkerDiedError: tile (0, 0)"), done.stderr
+    assert "attempt 3: exit code 1 while starting" in error
+    assert 'without `if __name__ == "__main__":`' in error
 
 
 def test_a_worker_dying_after_it_started_gets_no_guard_hint(tmp_path: Path) -> None:

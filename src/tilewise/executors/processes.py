@@ -322,11 +322,15 @@ class _Run:
             deaths.append(how)
             if len(deaths) > self.retries:
                 attempts = ", ".join(f"attempt {i}: {d}" for i, d in enumerate(deaths, 1))
+                hint = _start_hint(deaths, self.pool.start_method)
+                if hint:
+                    # Workers still starting will die the same way: let them, and
+                    # print why, before the caller reports it below their output.
+                    self.pool.stop(list(self.pool.workers))
                 raise WorkerDiedError(
                     tile,
                     f"the worker process running it died on all {len(deaths)} attempts "
-                    f"({attempts}); retries={self.retries}"
-                    + _start_hint(deaths, self.pool.start_method),
+                    f"({attempts}); retries={self.retries}{hint}",
                     deaths=deaths,
                 )
             self.pending.extendleft(reversed(worker.tiles))
