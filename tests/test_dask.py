@@ -127,10 +127,16 @@ def assert_released(client: Client, before: set[str]) -> None:
     wait_for_workers_to_unmap(client)
 
 
+def mapped_by_workers(client: Client, *, collect_garbage: bool = False) -> set[str]:
+    """The segments the workers map; ``collect_garbage``: those live objects still map."""
+    held = client.run(segments_held_after_gc if collect_garbage else segments_held)
+    return {name for names in held.values() for name in names}
+
+
 def wait_for_workers_to_unmap(client: Client, seconds: float = 10) -> None:
     """Until no worker maps a segment, but for garbage its next collection frees."""
     deadline = time.monotonic() + seconds
-    while held := {name for names in client.run(segments_held_after_gc).values() for name in names}:
+    while held := mapped_by_workers(client, collect_garbage=True):
         assert time.monotonic() < deadline, f"workers still map {held}"
         time.sleep(0.05)
 
@@ -230,10 +236,6 @@ def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     got[:] = 0  # the caller's own memory, valid after the run
     del got
     assert_released(client, before)
-
-
-def mapped_by_workers(client: Client) -> set[str]:
-    return {name for names in client.run(segments_held).values() for name in names}
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
@@ -627,7 +629,7 @@ def test_memory_a_task_still_maps_after_a_failed_run_is_not_kept_for_reuse(
     before = segments_held()
     with pytest.raises(TileError, match=r"tile \(0, 1\)"):
         tilewise.map_tiles(func, np.zeros((16, 48)), tile=16, pass_tile=True, client=client)
-    late = {name for names in client.run(segments_held).values() for name in names}
+    late = mapped_by_workers(client)
     assert late  # (0, 2) is still running, the run's input and output mapped
     gc.collect()
     assert late.isdisjoint(segments_held())  # not in the reuse cache, not held at all

@@ -114,9 +114,9 @@ class Segment:
         """For a segment mapped by :meth:`held_spec`: whether its owner still holds it."""
         if self.spec.held is None:
             raise ValueError(f"segment {self.spec.name} was not mapped through its owner")
-        pid, number, inode = self.spec.held
+        path, inode = _held_path(self.spec)
         try:
-            return os.stat(f"/proc/{pid}/fd/{number}").st_ino == inode
+            return os.stat(path).st_ino == inode
         except OSError:
             return False
 
@@ -332,15 +332,21 @@ def _attach_segment(segment: SegmentSpec, populate: bool = True) -> mmap.mmap:
 
 def _map_held(segment: SegmentSpec, flags: int) -> mmap.mmap:
     """Map a memfd through its owner's descriptor (see :meth:`Segment.held_spec`)."""
-    assert segment.held is not None
-    pid, number, inode = segment.held
-    fd = os.open(f"/proc/{pid}/fd/{number}", os.O_RDWR)
+    path, inode = _held_path(segment)
+    fd = os.open(path, os.O_RDWR)
     try:
         if os.fstat(fd).st_ino != inode:
             raise FileNotFoundError(errno.ENOENT, "shared-memory segment gone", segment.name)
         return mmap.mmap(fd, segment.nbytes, flags=flags)
     finally:
         os.close(fd)
+
+
+def _held_path(segment: SegmentSpec) -> tuple[str, int]:
+    """Where another process opens a memfd through its owner, and the inode it must have."""
+    assert segment.held is not None
+    pid, number, inode = segment.held
+    return f"/proc/{pid}/fd/{number}", inode
 
 
 def _unlink_segment(segment: SegmentSpec) -> None:
