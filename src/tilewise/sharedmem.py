@@ -118,12 +118,9 @@ class SharedArray:
         return shared
 
     @classmethod
-    def attach(cls, spec: ArraySpec, *, populate: bool = True) -> SharedArray:
-        """Map a segment another process created, by name or by :meth:`held_spec`.
-
-        ``populate``: as in :meth:`Segment.open`.
-        """
-        return cls(Segment.open(spec.segment, populate=populate), spec, owner=False, holds=True)
+    def attach(cls, spec: ArraySpec) -> SharedArray:
+        """Map a segment another process created, by name or by :meth:`held_spec`."""
+        return cls(Segment.open(spec.segment), spec, owner=False, holds=True)
 
     @classmethod
     def attach_kept(cls, spec: ArraySpec) -> SharedArray:

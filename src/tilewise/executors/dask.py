@@ -302,15 +302,13 @@ class DaskExecutor:
             if self._run is not None:
                 self._run.close()  # cancels the tiles still queued if the caller stopped early
         finally:
-            for shared in self._inputs:
-                if self._tasks_may_run:
+            if self._tasks_may_run:  # not to be reused: a late task may write into them
+                for shared in (*self._inputs, *self._outputs):
                     shared.close()
-                else:
+            else:
+                for shared in self._inputs:
                     shared.recycle()
-            for shared in self._outputs:
-                if self._tasks_may_run:
-                    shared.close()
-                else:
+                for shared in self._outputs:
                     shared.hand_over()  # reused once the array returned is gone
             self._inputs.clear()
             self._outputs.clear()
