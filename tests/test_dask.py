@@ -239,6 +239,25 @@ def test_on_the_callers_machine_the_image_travels_through_shared_memory(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+def test_a_result_given_to_the_next_run_is_not_copied(
+    client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = tilewise.map_tiles(smooth, image, tile=TILE, halo=1, client=client)
+    copies: list[tuple[int, ...]] = []
+    copy_of = SharedArray.copy_of.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type, array: np.ndarray) -> SharedArray:
+        copies.append(array.shape)
+        return copy_of(cls, array)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(SharedArray, "copy_of", classmethod(counting))
+    second = tilewise.map_tiles(smooth, first[8:, ::2], tile=TILE, halo=1, client=client)
+    assert copies == []  # the workers read the first result where it is, a view of it
+    np.testing.assert_array_equal(second, serial(smooth, first[8:, ::2], tile=TILE, halo=1))
+    np.testing.assert_array_equal(first, serial(smooth, image, tile=TILE, halo=1))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
 def test_workers_keep_the_callers_segments_mapped_until_it_lets_go(
     client: Client, image: np.ndarray
 ) -> None:

@@ -79,7 +79,7 @@ from tilewise._stages import TileJob, run_tile
 from tilewise.errors import TileError, WorkerDiedError
 from tilewise.executors._dask_local import LocalSink, LocalSource, workers_share_memory
 from tilewise.executors._dask_strips import InMemorySource, Rows, Strips
-from tilewise.executors._transport import pickle_job
+from tilewise.executors._transport import pickle_job, shared_copy
 from tilewise.executors.base import Completed
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
@@ -265,8 +265,9 @@ class DaskExecutor:
         if not isinstance(source, ArraySource) or isinstance(source, (InMemorySource, LocalSource)):
             return source  # files (and zarr arrays) pickle small; workers open their own
         if self._local():
-            shared = SharedArray.copy_of(source.array)
-            self._inputs.append(shared)
+            shared = shared_copy(source.array)  # a result of an earlier run is not copied
+            if shared.owner:
+                self._inputs.append(shared)
             return LocalSource(shared)
         return InMemorySource(source.array)
 
