@@ -28,6 +28,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # The whole suite, side by side (about 8 min on 2 cores); the report goes to out/bench.
 bench: $(VENV)/.dev-installed

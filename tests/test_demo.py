@@ -49,16 +49,6 @@ def test_demo_command_writes_preview_slope_and_table(tmp_path: Path) -> None:
     np.testing.assert_allclose(slope, slope_reference(demo.terrain(rows, cols)), atol=1e-3)
 
 
-def test_demo_says_when_processes_are_unavailable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(demo, "IMPLEMENTED_BACKENDS", ("threads", "serial"))
-    timings = demo.run(20, 30, out_dir=tmp_path)
-    assert "not available" in capsys.readouterr().out
-    assert [t.seconds is None for t in timings] == [False, True, False]
-    assert (tmp_path / "hillshade.png").exists()
-
-
 def test_size_is_n_or_rows_cols(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     sizes: list[tuple[int, int]] = []
     monkeypatch.setattr(demo, "run", lambda rows, cols, out_dir: sizes.append((rows, cols)))

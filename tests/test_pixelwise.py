@@ -19,9 +19,8 @@ import pytest
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, demo
-from tilewise._api import default_backend
+from tilewise._kernel import default_backend
 from tilewise._pixelwise import Pixelwise
-from tilewise._plan import IMPLEMENTED_BACKENDS
 
 #: scipy.ndimage's mode names, as numpy.pad spells them.
 NUMPY_PAD = {
@@ -457,7 +456,6 @@ def test_local_kernel_pickles_by_value_and_keeps_its_settings(image: np.ndarray)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif("processes" not in IMPLEMENTED_BACKENDS, reason="no processes backend")
 @pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
 def test_every_start_method(start_method: str, image: np.ndarray) -> None:
     for kernel, reference, boundary in [

@@ -28,7 +28,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError
-from tilewise._api import default_backend
+from tilewise._kernel import default_backend
 from tilewise._segments import Segment
 from tilewise.executors import _pool
 from tilewise.executors._transport import SharedSource, pickle_job
@@ -366,7 +366,7 @@ def test_threads_inside_workers_are_limited() -> None:
         return np.full(block.shape, max(counts, default=1))
 
     got = tilewise.map_tiles(threads, np.zeros((20, 20)), tile=10, workers=2, backend="processes")
-    cpus = tilewise._plan.available_cpus()
+    cpus = tilewise._cpus.available_cpus()
     assert set(np.unique(got)) == {max(1, cpus // 2)}
 
 

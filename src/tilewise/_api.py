@@ -11,7 +11,7 @@ from typing import Any, cast
 import numpy as np
 from numpy.typing import DTypeLike
 
-from tilewise._pixelwise import Pixelwise
+from tilewise._kernel import TileKernel, default_backend
 from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
 from tilewise._stages import TileJob
@@ -39,7 +39,7 @@ def map_tiles(
     out: np.ndarray | str | os.PathLike[str] | Any | None = None,
     progress: bool = False,
     start_method: str | None = None,
-    retries: int = 2,
+    retries: int | None = None,
     timeout: float | None = None,
     resume: bool = False,
     client: Any = None,
@@ -104,13 +104,15 @@ def map_tiles(
     progress : bool
         Show a progress bar (tiles, rate, ETA) on stderr.
     start_method : {"fork", "spawn", "forkserver"}, optional
-        How ``"processes"`` starts its workers; by default the process-wide
+        How ``"processes"`` starts its workers (refused with other backends); by default the process-wide
         :mod:`multiprocessing` start method. Worker processes and shared
         memory are kept for the next call;
         ``tilewise.shutdown()`` frees them (done at exit).
-    retries : int
+    retries : int, optional
         With ``"processes"``: how many more times a tile is tried when the
-        worker process running it dies (segfault, ``os._exit``, out of memory).
+        worker process running it dies (segfault, ``os._exit``, out of memory);
+        2 by default. Dask retries by its own setting,
+        ``distributed.scheduler.allowed-failures``.
     timeout : float, optional
         With ``"processes"``: seconds a tile may run; a tile that runs longer
         has its worker killed and fails the run.
@@ -163,7 +165,7 @@ def map_tiles(
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
     source = open_source(image)
-    kernel = func if isinstance(func, Pixelwise) else None
+    kernel = func if isinstance(func, TileKernel) else None
     if halo is None:
         halo = 0 if kernel is None else kernel.radius
     plan = make_plan(
@@ -221,15 +223,6 @@ def map_tiles(
             return cast(ArraySink, result).array if out is None else out
         finally:
             executor.close()
-
-
-def default_backend(func: Callable[..., Any]) -> str:
-    """SPEC section 2: ``"processes"`` for plain functions, as Python code holds the GIL.
-
-    A kernel that releases the GIL (a compiled ``pixelwise`` kernel) names its
-    own default in a ``tilewise_backend`` attribute.
-    """
-    return str(getattr(func, "tilewise_backend", "processes"))
 
 
 def _run(

@@ -18,15 +18,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from tilewise import _validate as check
+from tilewise._api import map_tiles
+from tilewise._cpus import available_cpus
+from tilewise._importable import importable_module
 from tilewise._optional import import_optional
-from tilewise._plan import Plan, _choice, _cval, _dtype, _flag, _integer, available_cpus
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
-from tilewise.executors._transport import importable_module
 from tilewise.grid import Tile
 
 if TYPE_CHECKING:
     from tilewise._codegen import Compiler, Loop
+    from tilewise._plan import Plan
 
 #: Row strips when a kernel runs on a whole array: at least this many pixels
 #: each, so that a strip's fixed cost (~0.1 ms) stays small beside its work...
@@ -120,12 +123,12 @@ def pixelwise(
     array([[[0.5, 2. ],
             [1. , 4. ]]])
     """
-    radius = _integer("radius", radius, 0)
-    out_dtype = _dtype(dtype)
-    outputs = _integer("outputs", outputs, 1)
-    boundary = _choice("boundary", boundary, PADDING_BOUNDARIES)
-    cval = _cval(cval, np.dtype(np.float64), "constant")
-    compile = _flag("compile", compile)
+    radius = check.integer("radius", radius, 0)
+    out_dtype = check.dtype_or_none(dtype)
+    outputs = check.integer("outputs", outputs, 1)
+    boundary = check.choice("boundary", boundary, PADDING_BOUNDARIES)
+    cval = check.cval(cval, np.dtype(np.float64), "constant")
+    compile = check.flag("compile", compile)
 
     def decorate(func: Callable[..., Any]) -> Pixelwise:
         if not callable(func):
@@ -186,7 +189,7 @@ class Pixelwise:
         )
 
     @property
-    def tilewise_backend(self) -> str:
+    def default_backend(self) -> str:
         """map_tiles's default backend: compiled loops release the GIL, Python loops hold it."""
         return "threads" if self.compile else "processes"
 
@@ -202,8 +205,6 @@ class Pixelwise:
         in parallel, and writes straight into the result. A kernel with
         ``compile=False`` holds the GIL and runs on one thread.
         """
-        from tilewise._api import map_tiles  # _api imports this module
-
         settings: dict[str, Any] = {
             "boundary": self.boundary,
             "cval": self.cval,

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import numbers
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tilewise import _validate as check
+from tilewise._cpus import available_cpus
 from tilewise._optional import import_optional
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
 
 BACKENDS: tuple[str, ...] = ("processes", "threads", "serial", "dask")
-IMPLEMENTED_BACKENDS: tuple[str, ...] = ("processes", "threads", "serial", "dask")
+#: Tries of a tile whose worker process died, beyond the first, unless ``retries=`` says.
+DEFAULT_RETRIES = 2
 #: How ``scheduler=`` addresses start: the Dask comms that go by host and port.
 SCHEDULER_PROTOCOLS: tuple[str, ...] = ("tcp", "tls")
 
@@ -42,15 +43,6 @@ class Plan:
     scheduler: str | None = None  # dask: the address of the scheduler to connect to
 
 
-def available_cpus() -> int:
-    """The CPUs this process may run on (its affinity mask), not the machine's count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    if hasattr(os, "process_cpu_count"):  # Python 3.13+, honours affinity on Windows too
-        return os.process_cpu_count() or 1
-    return os.cpu_count() or 1
-
-
 def make_plan(
     *,
     tile: Any,
@@ -65,79 +57,39 @@ def make_plan(
     image_dtype: np.dtype,
     default_backend: str,
     start_method: Any = None,
-    retries: Any = 2,
+    retries: Any = None,
     timeout: Any = None,
     resume: Any = False,
     client: Any = None,
     scheduler: Any = None,
 ) -> Plan:
-    boundary = _choice("boundary", boundary, BOUNDARIES)
+    boundary = check.choice("boundary", boundary, BOUNDARIES)
     if backend is None:  # a cluster named is a cluster to use
         backend = "dask" if client is not None or scheduler is not None else default_backend
-    backend = _backend(backend)
+    backend = check.choice("backend", backend, BACKENDS)
     return Plan(
-        tile=_pair("tile", tile, minimum=1),
-        halo=_pair("halo", halo, minimum=0),
+        tile=check.pair("tile", tile, minimum=1),
+        halo=check.pair("halo", halo, minimum=0),
         boundary=boundary,
-        cval=_cval(cval, image_dtype, boundary),
-        dtype=_dtype(dtype),
+        cval=check.cval(cval, image_dtype, boundary),
+        dtype=check.dtype_or_none(dtype),
         workers=_workers(workers, backend),
         backend=backend,
-        pass_tile=_flag("pass_tile", pass_tile),
-        progress=_flag("progress", progress),
-        start_method=_start_method(start_method),
-        retries=_integer("retries", retries, 0),
+        pass_tile=check.flag("pass_tile", pass_tile),
+        progress=check.flag("progress", progress),
+        start_method=_start_method(start_method, backend),
+        retries=_retries(retries, backend),
         timeout=_timeout(timeout, backend),
-        resume=_flag("resume", resume),
+        resume=check.flag("resume", resume),
         client=_client(client, scheduler, backend),
         scheduler=None if scheduler is None else _dask_only("scheduler", scheduler, backend),
     )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
-
-
-def _integer(name: str, value: Any, minimum: int) -> int:
-    if not _is_int(value):
-        raise ArgumentTypeError(f"{name}={value!r}: must be an integer >= {minimum}")
-    if value < minimum:
-        raise ArgumentError(f"{name}={value!r}: must be an integer >= {minimum}")
-    return int(value)
-
-
-def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
-    """An int or a (rows, cols) pair of ints, each >= minimum."""
-    what = "positive" if minimum == 1 else "non-negative"
-    hint = f"{name}={value!r}: must be a {what} integer or a (rows, cols) pair of them"
-    pair = (value, value) if _is_int(value) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(map(_is_int, pair)):
-        raise ArgumentTypeError(hint)
-    if min(pair) < minimum:
-        raise ArgumentError(f"{name}={value!r}: each {name} dimension must be a {what} integer")
-    return (int(pair[0]), int(pair[1]))
-
-
-def _choice(name: str, value: Any, options: tuple[str, ...]) -> str:
-    if value not in options:
-        raise ArgumentError(f"{name}={value!r}: must be one of {', '.join(map(repr, options))}")
-    return str(value)
-
-
-def _backend(value: Any) -> str:
-    backend = _choice("backend", value, BACKENDS)
-    if backend not in IMPLEMENTED_BACKENDS:
-        raise ArgumentError(
-            f"backend={value!r}: not available in this version; "
-            f"use one of {', '.join(map(repr, IMPLEMENTED_BACKENDS))}"
-        )
-    return backend
-
-
 def _workers(value: Any, backend: str) -> int | None:
     if value is None:
         return None if backend == "dask" else available_cpus()
-    return _integer("workers", value, 1)
+    return check.integer("workers", value, 1)
 
 
 def _dask_only(name: str, value: Any, backend: str) -> Any:
@@ -192,10 +144,32 @@ def _client(client: Any, scheduler: Any, backend: str) -> Any:
     return client
 
 
-def _start_method(value: Any) -> str | None:
+def _processes_only(name: str, value: Any, backend: str, what: str) -> None:
+    """Refuse an option the backend would ignore: a setting silently dropped is a guess."""
+    if backend != "processes":
+        raise ArgumentError(
+            f"{name}={value!r}: only backend='processes' {what} (backend={backend!r})"
+        )
+
+
+def _start_method(value: Any, backend: str) -> str | None:
     if value is None:
         return None
-    return _choice("start_method", value, tuple(multiprocessing.get_all_start_methods()))
+    _processes_only("start_method", value, backend, "starts worker processes")
+    return check.choice("start_method", value, tuple(multiprocessing.get_all_start_methods()))
+
+
+def _retries(value: Any, backend: str) -> int:
+    if value is None:
+        return DEFAULT_RETRIES
+    retries = check.integer("retries", value, 0)
+    if backend == "dask":
+        raise ArgumentError(
+            f"retries={value!r}: Dask retries a task whose worker died itself, as often as "
+            "the scheduler's distributed.scheduler.allowed-failures says; set that instead"
+        )
+    _processes_only("retries", value, backend, "runs tiles in processes that can die")
+    return retries
 
 
 def _timeout(value: Any, backend: str) -> float | None:
@@ -205,54 +179,5 @@ def _timeout(value: Any, backend: str) -> float | None:
         raise ArgumentTypeError(f"timeout={value!r}: must be a number of seconds or None")
     if not float(value) > 0:
         raise ArgumentError(f"timeout={value!r}: must be a positive number of seconds")
-    if backend != "processes":
-        raise ArgumentError(
-            f"timeout={value!r}: only backend='processes' can stop a running tile "
-            f"(backend={backend!r})"
-        )
-    return float(value)
-
-
-def _flag(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ArgumentTypeError(f"{name}={value!r}: must be True or False")
-    return bool(value)
-
-
-def _dtype(value: Any) -> np.dtype | None:
-    if value is None:
-        return None
-    try:
-        dtype = np.dtype(value)
-    except TypeError as exc:
-        raise ArgumentTypeError(f"dtype={value!r}: not a numpy dtype ({exc})") from exc
-    if dtype.hasobject:
-        raise ArgumentError(f"dtype={value!r}: object arrays cannot be shared with workers")
-    return dtype
-
-
-def _cval(value: Any, image_dtype: np.dtype, boundary: str) -> float:
-    """cval as the padding stores it, in the image's dtype: rounded at most, never changed.
-
-    A float image rounds cval to its precision (as ``numpy.pad`` does) but must
-    not overflow to inf; any other dtype must hold cval exactly.
-    """
-    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
-        raise ArgumentTypeError(f"cval={value!r}: must be a real number")
-    if boundary == "constant":
-        # A Python number, so that np.float64(0.1) and 0.1 are judged alike.
-        number: Any = value.item() if isinstance(value, np.generic) else value
-        with np.errstate(invalid="ignore", over="ignore"):
-            stored = np.array(number).astype(image_dtype)
-        if image_dtype.kind in "fc":
-            same = bool(np.isfinite(stored)) or not math.isfinite(number)
-        else:
-            same = bool(stored.item() == number)
-        if not same:
-            raise ArgumentError(
-                f"cval={value!r}: cannot be stored in the image's dtype {image_dtype} "
-                f"(it would become {stored.item()!r}); convert the image first"
-            )
-        if image_dtype.kind not in "fc":
-            return int(number)  # exact: a float would round integers beyond 2**53
+    _processes_only("timeout", value, backend, "can stop a running tile")
     return float(value)

@@ -24,7 +24,8 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-from tilewise._plan import BACKENDS, IMPLEMENTED_BACKENDS, available_cpus, scheduler_address
+from tilewise._cpus import available_cpus
+from tilewise._plan import BACKENDS, scheduler_address
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import TileError, TilewiseError
 
@@ -158,7 +159,7 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
     apply.add_argument("--dtype", type=_dtype, help="output dtype (default: FUNC's result's)")
     apply.add_argument(
         "--backend",
-        choices=[name for name in BACKENDS if name in IMPLEMENTED_BACKENDS],
+        choices=BACKENDS,
         help="where tiles run (default: processes; threads for functions releasing the GIL; "
         "dask with --scheduler)",
     )

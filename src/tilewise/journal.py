@@ -44,6 +44,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from tilewise._kernel import TileKernel
 from tilewise._plan import Plan
 from tilewise.errors import ArgumentError
 from tilewise.grid import Tile
@@ -126,7 +127,7 @@ def _code_parts(func: Any) -> Iterator[bytes]:
     if inner is not None:  # a decorated function or a numba function: the Python code
         yield from _code_parts(inner)
         return
-    if callable(getattr(func, "func", None)):  # a pixelwise kernel: its code and settings
+    if isinstance(func, TileKernel):  # a pixelwise kernel: its code and settings
         yield from _code_parts(func.func)
         yield _pickled(func)
         return

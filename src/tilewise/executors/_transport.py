@@ -10,7 +10,6 @@ a notebook, or of a module imported from outside ``sys.path``.
 from __future__ import annotations
 
 import functools
-import importlib.machinery
 import pickle
 import sys
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from tilewise._importable import importable_module
 from tilewise._stages import TileJob
 from tilewise.errors import ArgumentError
 from tilewise.io import ArraySink, ArraySource, Sink, Source
@@ -108,14 +108,3 @@ def _unwrapped(func: Callable[..., Any]) -> list[Callable[..., Any]]:
         func = func.func
         functions.append(func)
     return functions
-
-
-def importable_module(module_name: str) -> bool:
-    """Whether a fresh interpreter (a worker) can import ``module_name``'s package."""
-    top = module_name.partition(".")[0]
-    if top in sys.builtin_module_names or top in sys.stdlib_module_names:
-        return True
-    try:
-        return importlib.machinery.PathFinder.find_spec(top, sys.path) is not None
-    except (ImportError, ValueError):
-        return False

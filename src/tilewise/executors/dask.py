@@ -73,8 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from tilewise._cpus import available_cpus
 from tilewise._optional import import_optional
-from tilewise._plan import available_cpus
 from tilewise._stages import TileJob, run_tile
 from tilewise.errors import TileError, WorkerDiedError
 from tilewise.executors._dask_local import LocalSink, LocalSource, workers_share_memory

@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from tilewise._plan import available_cpus
+from tilewise._cpus import available_cpus
 from tilewise._segments import Segment
 from tilewise._stages import TileJob
 from tilewise.errors import ArgumentError, TileTimeoutError, WorkerDiedError
