@@ -104,9 +104,9 @@ def map_tiles(
     progress : bool
         Show a progress bar (tiles, rate, ETA) on stderr.
     start_method : {"fork", "spawn", "forkserver"}, optional
-        How ``"processes"`` starts its workers (refused with other backends); by default the process-wide
-        :mod:`multiprocessing` start method. Worker processes and shared
-        memory are kept for the next call;
+        How ``"processes"`` starts its workers (refused with other backends);
+        by default the process-wide :mod:`multiprocessing` start method.
+        Worker processes and shared memory are kept for the next call;
         ``tilewise.shutdown()`` frees them (done at exit).
     retries : int, optional
         With ``"processes"``: how many more times a tile is tried when the
