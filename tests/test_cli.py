@@ -129,7 +129,8 @@ def test_user_errors_are_one_line_and_an_exit_code(
 
 
 def test_a_failing_tile_names_the_tile_and_debug_shows_the_traceback(folder: Path) -> None:
-    args = ["apply", "filters.py:fail", "scan.tif", "o.npy", "--tile", "64"]
+    # One worker: the tiles of the first wave, which all fail, do not race to be reported.
+    args = ["apply", "filters.py:fail", "scan.tif", "o.npy", "--tile", "64", "--workers", "1"]
     done = tilewise_command(*args, cwd=folder)
     assert done.returncode == 1
     assert done.stderr.startswith("tilewise: error: tile (0, 0) rows 0:64, cols 0:64")

@@ -444,7 +444,7 @@ def test_a_file_source_travels_as_its_path(client: Client, tmp_path: Path) -> No
     source.read(slice(0, 1), slice(0, 1))  # the caller's own memory map is now open
     executor = DaskExecutor(None, client=client)
     try:
-        shared = executor.share(source)
+        shared = executor._place_source(source)
     finally:
         executor.close()
     assert shared is source
@@ -717,6 +717,10 @@ def test_resume_computes_only_the_tiles_the_journal_lacks(
 
 class RecordingSink:
     """A file sink in memory that notes what it was asked to force to disk."""
+
+    path = Path("recording")  # stands for the file every worker would open
+    chunks = None
+    process_local = False
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.array = np.zeros(shape)

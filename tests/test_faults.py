@@ -28,6 +28,7 @@ import pytest
 
 import tilewise
 from tilewise import Tile, TileError, TileTimeoutError, WorkerDiedError
+from tilewise.errors import Death
 from tilewise.executors import _pool
 from tilewise.executors.processes import shutdown
 from tilewise.sharedmem import PREFIX, remove_stale_segments
@@ -163,7 +164,7 @@ def test_a_tile_that_always_kills_its_worker_is_reported(
         tilewise.map_tiles(func, IMAGE, tile=TILE, pass_tile=True, backend="processes", retries=2)
     assert time.monotonic() - start < 60
     assert info.value.tile.index == (1, 2)
-    assert info.value.deaths == (death,) * 3
+    assert [str(record) for record in info.value.deaths] == [death] * 3
     assert "tile (1, 2) rows 16:32, cols 32:48" in str(info.value)
     assert "died on all 3 attempts" in str(info.value)
     assert death in str(info.value)
@@ -184,7 +185,7 @@ def test_retries_zero_fails_at_the_first_death(tmp_path: Path) -> None:
     func = partial(kill_worker, marks=str(tmp_path), targets=[(0, 3)], how="exit", once=True)
     with pytest.raises(WorkerDiedError) as info:
         tilewise.map_tiles(func, IMAGE, tile=TILE, pass_tile=True, backend="processes", retries=0)
-    assert info.value.deaths == ("exit code 3",)
+    assert info.value.deaths == (Death(3),)
 
 
 @pytest.mark.slow
@@ -227,7 +228,8 @@ def test_a_script_without_the_main_guard_is_told_why_its_workers_die(
     assert done.returncode == 1
     # Every worker has died, and printed why, before the caller reports it: its error is last.
     error = done.stderr.rstrip().splitlines()[-1]
-    assert error.startswith("tilewise.errors.WorkerDiedError: tile (0, 0)"), done.stderr
+    # Which tile of the first wave runs out of attempts first is a race; one of them does.
+    assert re.match(r"tilewise.errors.WorkerDiedError: tile \(0, [01]\)", error), done.stderr
     assert "attempt 3: exit code 1 while starting" in error
     assert 'without `if __name__ == "__main__":`' in error
 
@@ -239,7 +241,7 @@ def test_a_worker_dying_after_it_started_gets_no_guard_hint(tmp_path: Path) -> N
             func, IMAGE, tile=TILE, pass_tile=True, backend="processes", start_method="spawn"
         )
     assert "__main__" not in str(info.value)
-    assert all(not death.endswith("while starting") for death in info.value.deaths)
+    assert not any(death.while_starting for death in info.value.deaths)
     shutdown()
 
 
@@ -303,11 +305,15 @@ def test_a_hung_tile_times_out_and_its_worker_is_killed(fifo: Fifo) -> None:
 
 
 def fail_while_another_hangs(block: np.ndarray, tile: Tile, *, rendezvous: str) -> np.ndarray:
-    """Tile (0, 1) hangs; tile (0, 2) fails once it knows (0, 1) is running, naming its pid."""
-    if tile.index == (0, 1):
+    """Tile (0, 2) hangs; tile (0, 3) fails once it knows (0, 2) is running, naming its pid.
+
+    Both come after the first wave, (0, 0) and (0, 1) on two workers, which the
+    others wait for: the output is made from its results.
+    """
+    if tile.index == (0, 2):
         announce(rendezvous, str(os.getpid()))
         threading.Event().wait()
-    if tile.index == (0, 2):
+    if tile.index == (0, 3):
         with open(rendezvous) as pipe:
             raise ValueError(f"bad tile; pid {pipe.readline().strip()} is busy")
     return block
@@ -321,7 +327,7 @@ def test_a_tile_error_stops_the_run_without_waiting(tmp_path: Path) -> None:
         tilewise.map_tiles(func, IMAGE, tile=TILE, pass_tile=True, backend="processes", workers=2)
     error = info.value
     assert type(error) is TileError
-    assert error.tile.index == (0, 2)
+    assert error.tile.index == (0, 3)
     assert "func raised ValueError: bad tile" in str(error)
     # The original exception is chained, and the worker's traceback behind it.
     assert isinstance(error.__cause__, ValueError)

@@ -398,11 +398,15 @@ def test_a_zarr_out_with_smaller_aligned_chunks_is_written_concurrently() -> Non
     np.testing.assert_allclose(out[:], smooth(image), rtol=1e-12)
 
 
-def test_a_zarr_out_in_memory_is_refused_on_worker_processes() -> None:
-    """Each worker would write its own copy of the store, and the result would be lost."""
-    out = zarr.create_array(store={}, shape=(8, 8), chunks=(4, 4), dtype="f8")
-    with pytest.raises(tilewise.ArgumentError, match="in a MemoryStore can only be written"):
-        tilewise.map_tiles(np.copy, np.zeros((8, 8)), tile=4, out=out, backend="processes")
+@pytest.mark.parametrize("backend", ["processes", "dask"])
+def test_a_zarr_out_in_memory_is_written_back_from_worker_processes(backend: str) -> None:
+    """Workers cannot write a store of this process: they fill a copy, written back at the end."""
+    image = np.random.default_rng(11).random((40, 24))
+    out = zarr.create_array(store={}, shape=image.shape, chunks=(8, 8), dtype="f8")
+    options = {"workers": 2} if backend == "processes" else {"workers": 1}
+    got = tilewise.map_tiles(np.negative, image, tile=8, out=out, backend=backend, **options)
+    assert got is out
+    np.testing.assert_array_equal(out[:], -image)
 
 
 def test_a_read_only_zarr_out_is_refused(tmp_path: Path) -> None:

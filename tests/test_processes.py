@@ -182,8 +182,8 @@ def test_any_memory_layout_and_channels(make_image: object, layout: str) -> None
 def wait_for_the_others(
     block: np.ndarray, tile: tilewise.Tile, *, fifo: str, others: int
 ) -> np.ndarray:
-    """Tile (0, 1) blocks until ``others`` other tiles are done; the others report on ``fifo``."""
-    if tile.index != (0, 1):
+    """Tile (0, 2) blocks until ``others`` other tiles are done; the others report on ``fifo``."""
+    if tile.index != (0, 2):
         with open(fifo, "w") as pipe:
             pipe.write(f"{tile.index}\n")
         return block
@@ -201,8 +201,9 @@ def wait_for_the_others(
 
 
 def test_a_slow_tile_does_not_hold_up_the_others(tmp_path: Path) -> None:
-    # 16 tiles on 2 workers: while (0, 1) blocks, the other worker must take
-    # every tile but the one queued behind (0, 1), in whatever order they come.
+    # 16 tiles on 2 workers: after the first wave ((0, 0) and (0, 1), which
+    # make the output), while (0, 2) blocks, the other worker must take every
+    # tile but the one queued behind (0, 2), in whatever order they come.
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     keep_open = os.open(fifo, os.O_RDWR)  # writers never wait for a reader
@@ -339,8 +340,8 @@ def test_pickled_job_carries_names_not_pixels() -> None:
     executor = ProcessExecutor(1)
     try:
         already = SharedSource(SharedArray.create((1, 1), np.uint8))
-        assert executor.share(already) is already
-        source = executor.share(tilewise.io.ArraySource(np.zeros((2000, 2000))))  # 32 MB
+        assert executor._place_source(already) is already
+        source = executor._place_source(tilewise.io.ArraySource(np.zeros((2000, 2000))))  # 32 MB
         assert isinstance(source, SharedSource)
         job = TileJob(func=np.negative, source=source, sink=None, boundary="reflect", cval=0.0,
                       pass_tile=False)  # fmt: skip

@@ -54,7 +54,7 @@ def test_every_tile_is_computed_and_reported_exactly_once(workers: int, tile: in
     grid = Grid(shape=IMAGE.shape, tile=(tile, tile))
     executor = ThreadExecutor(workers)
     try:
-        reported = Counter(done.index for done, _ in executor.run(job, list(grid)))
+        reported = Counter(done.index for done in executor.run(job, list(grid)))
     finally:
         executor.close()
     expected = Counter(t.index for t in grid)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 from numpy.typing import DTypeLike
@@ -16,9 +15,9 @@ from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
 from tilewise._stages import TileJob
 from tilewise.errors import ArgumentError, ArgumentTypeError
-from tilewise.executors import Executor, make_executor
-from tilewise.grid import Grid
-from tilewise.io import ArraySink, Sink, Source, is_path, open_output, open_sink, open_source
+from tilewise.executors import make_executor
+from tilewise.grid import Grid, Tile
+from tilewise.io import NewArray, Output, is_path, open_output, open_sink, open_source
 from tilewise.io.base import image_shape
 from tilewise.io.open import short_repr
 from tilewise.journal import ResumableRun, run_identity
@@ -78,7 +77,8 @@ def map_tiles(
     cval : float
         The fill value for ``boundary="constant"``.
     dtype : dtype, optional
-        Output dtype; by default that of the first tile's result.
+        Output dtype; by default the one numpy promotes the first results to
+        (the first wave: one tile per worker).
     workers : int, optional
         Tiles computed at once; by default the CPUs this process may use.
         With ``"dask"``: the workers of the ``LocalCluster`` started when no
@@ -196,45 +196,6 @@ def map_tiles(
     grid = Grid(
         shape=image_shape(source), tile=plan.tile, halo=plan.halo, clip_halo=plan.boundary == "none"
     )
-    run = None
-    if output is not None:
-        identity = run_identity(source, func if kernel is None else kernel, plan)
-        run = ResumableRun(output, identity, plan.resume, plan.tile)
-    # A file run holds the output's lock until its workers have stopped.
-    with run if run is not None else contextlib.nullcontext():
-        executor = make_executor(
-            plan.backend,
-            None if plan.workers is None else min(plan.workers, len(grid)),
-            start_method=plan.start_method,
-            retries=plan.retries,
-            timeout=plan.timeout,
-            client=plan.client,
-            scheduler=plan.scheduler,
-        )
-        try:
-            if run is not None:
-                _run(func, executor.share(source), run.sink, plan, grid, executor, run)
-                return run.output.path
-            shared_sink = None if sink is None else executor.share_sink(sink)
-            result = _run(func, executor.share(source), shared_sink, plan, grid, executor)
-            if sink is not None and shared_sink is not sink:
-                # Workers wrote into shared memory; the caller's own array gets one copy.
-                np.copyto(cast(ArraySink, sink).array, cast(ArraySink, result).array)
-            return cast(ArraySink, result).array if out is None else out
-        finally:
-            executor.close()
-
-
-def _run(
-    func: Callable[..., Any],
-    source: Source,
-    sink: Sink | None,
-    plan: Plan,
-    grid: Grid,
-    executor: Executor,
-    run: ResumableRun | None = None,
-) -> Sink:
-    """Compute every tile (but those ``run`` has done) and return the sink written."""
     job = TileJob(
         func=func,
         source=source,
@@ -243,27 +204,42 @@ def _run(
         cval=plan.cval,
         pass_tile=plan.pass_tile,
         dtype=plan.dtype,
-        trailing=None if sink is None else sink.shape[2:],
     )
-    tiles = [tile for tile in grid if run is None or tile.index not in run.done]
-    with progress_bar(len(tiles), plan.progress) as bar:
-        if sink is None:
-            # The output's dtype and extra dimensions come from the first real result.
-            first, core = next(iter(executor.run(job, tiles[:1])))
-            assert core is not None
-            shape = image_shape(source) + core.shape[2:]
-            if run is None:
-                sink = executor.allocate(shape, core.dtype)
-            else:
-                sink = run.create(shape, core.dtype)
-            sink.write(first.y, first.x, core)
-            if run is not None:
-                run.tile_done(first)
-            bar.update()
-            job = replace(job, sink=sink, trailing=core.shape[2:])
-            tiles = tiles[1:]
-        for tile, _ in executor.run(job, tiles):
-            if run is not None:
-                run.tile_done(tile)  # its worker wrote it; the journal records it once on disk
-            bar.update()
-    return sink
+    if output is None:
+        result = NewArray() if out is None else None
+        _run(job, list(grid), result, plan)
+        return out if result is None else result.array
+    identity = run_identity(source, func if kernel is None else kernel, plan)
+    # A file run holds the output's lock until its workers have stopped.
+    with ResumableRun(output, identity, plan.resume, plan.tile) as run:
+        tiles = [tile for tile in grid if tile.index not in run.done]
+        # A resumed run's output is there already; a new one is made from the first wave.
+        _run(replace(job, sink=run.sink), tiles, run, plan, record=run.tile_done)
+    return output.path
+
+
+def _run(
+    job: TileJob,
+    tiles: list[Tile],
+    output: Output | None,
+    plan: Plan,
+    record: Callable[[Tile], None] | None = None,
+) -> None:
+    """Compute ``tiles`` on the plan's backend, into the job's sink or ``output``, made first."""
+    executor = make_executor(
+        plan.backend,
+        None if plan.workers is None else min(plan.workers, max(len(tiles), 1)),
+        start_method=plan.start_method,
+        retries=plan.retries,
+        timeout=plan.timeout,
+        client=plan.client,
+        scheduler=plan.scheduler,
+    )
+    try:
+        with progress_bar(len(tiles), plan.progress) as bar:
+            for done in executor.run(job, tiles, output):
+                if record is not None:
+                    record(done)  # its data is written; the journal records it once on disk
+                bar.update()
+    finally:
+        executor.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from tilewise.errors import MissingDependencyError
+
 #: The extra that installs each optional module.
 EXTRAS = {
     "tifffile": "io",
@@ -22,15 +24,15 @@ def import_optional(module: str, needed_for: str) -> ModuleType:
     >>> import_optional("no_such_module", "testing")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ModuleNotFoundError: no_such_module is needed for testing: pip install "tilewise[...]"
-    """
+    tilewise.errors.MissingDependencyError: no_such_module is needed for testing: pip install "tilewise[...]"
+    """  # noqa: E501
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name != module.split(".")[0]:
             raise
         extra = EXTRAS.get(module.split(".")[0], "all")
-        raise ModuleNotFoundError(
+        raise MissingDependencyError(
             f'{module} is needed for {needed_for}: pip install "tilewise[{extra}]"',
             name=module,
         ) from exc

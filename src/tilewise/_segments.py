@@ -40,6 +40,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from tilewise.errors import OutOfSpaceError
+
 PREFIX = "tilewise_"
 _NAME = re.compile(rf"^{PREFIX}(\d+)_[0-9a-f]+$")
 _SHM_DIR = "/dev/shm"
@@ -244,10 +246,11 @@ def _create_segment(nbytes: int, data: np.ndarray | None = None) -> tuple[mmap.m
     except OSError as exc:
         if exc.errno != errno.ENOSPC:
             raise
-        raise MemoryError(
+        raise OutOfSpaceError(
+            errno.ENOSPC,
             f"tilewise: no room for a {nbytes / 2**20:.0f} MiB shared array: {_SHM_DIR} has "
             f"{shm_free / 2**20:.0f} MiB free and {directory} "
-            f"{free_bytes(directory) / 2**20:.0f} MiB; free some space or use backend='threads'"
+            f"{free_bytes(directory) / 2**20:.0f} MiB; free some space or use backend='threads'",
         ) from exc
 
 

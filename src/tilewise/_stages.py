@@ -1,4 +1,10 @@
-"""The per-tile pipeline every backend runs: read -> pad -> call -> trim -> check -> write."""
+"""The per-tile pipeline every backend runs: read -> pad -> call -> trim -> check -> write.
+
+:func:`run_tile` is also the one failure boundary: whatever fails while a
+tile is handled, in any stage, leaves it as a :class:`~tilewise.TileError`
+naming the tile and the stage, with the original exception chained. Every
+backend runs this function, so a tile's error reads the same on each.
+"""
 
 from __future__ import annotations
 
@@ -28,24 +34,47 @@ class TileJob:
     trailing: tuple[int, ...] | None = None  # extra dimensions every result must have
 
 
+#: What each stage is called in a tile's error: "<stage> raised OSError: ...".
+READ, CALL, WRITE = "reading its block", "func", "writing its result"
+#: A worker that cannot unpickle the job (func's module missing there) fails its first tile.
+LOAD = "loading func in its worker"
+
+
+class ResultMismatch(Exception):  # noqa: N818 - not an error of its own: a TileError's reason
+    """A result that does not fit the output; its message is the TileError's reason."""
+
+
 def run_tile(job: TileJob, tile: Tile) -> np.ndarray | None:
     """Compute one tile; return its core result only when the job has no sink."""
-    block = read_block(job.source.read, image_shape(job.source), tile, job.boundary, job.cval)
-    result = _call(job, block, tile)
-    core = _trim(result, tile)
-    _check(core, tile, job)
-    if job.sink is None:
-        return core if job.dtype is None else core.astype(job.dtype, copy=False)
-    job.sink.write(tile.y, tile.x, core)
+    stage = READ
+    try:
+        block = read_block(job.source.read, image_shape(job.source), tile, job.boundary, job.cval)
+        stage = CALL
+        result = np.asarray(job.func(block, tile) if job.pass_tile else job.func(block))
+        core = _trim(result, tile)
+        check_extra_dimensions(core, job.trailing)
+        if job.sink is None:
+            return core if job.dtype is None else core.astype(job.dtype, copy=False)
+        stage = WRITE
+        job.sink.write(tile.y, tile.x, core)
+    except Exception as exc:
+        raise tile_error(tile, stage, exc)  # noqa: B904 - tile_error chains the cause
     return None
 
 
-def _call(job: TileJob, block: np.ndarray, tile: Tile) -> np.ndarray:
-    try:
-        result = job.func(block, tile) if job.pass_tile else job.func(block)
-    except Exception as exc:
-        raise TileError(tile, f"func raised {type(exc).__name__}: {exc}") from exc
-    return np.asarray(result)
+def tile_error(tile: Tile, stage: str, exc: Exception) -> TileError:
+    """``exc``, raised in ``stage`` of ``tile``, as the TileError that names both.
+
+    For failures around :func:`run_tile` too (a Dask task that cannot load
+    its job), so that every tile's error has this one phrasing.
+    """
+    if isinstance(exc, ResultMismatch):
+        error = TileError(tile, str(exc))
+        error.__cause__ = None  # the message is the whole story
+    else:
+        error = TileError(tile, f"{stage} raised {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+    return error
 
 
 def _trim(result: np.ndarray, tile: Tile) -> np.ndarray:
@@ -62,15 +91,15 @@ def _trim(result: np.ndarray, tile: Tile) -> np.ndarray:
     expected = f"{tile.core_shape} (the core tile)"
     if tile.block_shape != tile.core_shape:
         expected += f" or {tile.block_shape} (the block with its halo)"
-    raise TileError(
-        tile, f"func returned shape {result.shape}, expected {expected} as the first two dimensions"
+    raise ResultMismatch(
+        f"func returned shape {result.shape}, expected {expected} as the first two dimensions"
     )
 
 
-def _check(core: np.ndarray, tile: Tile, job: TileJob) -> None:
-    if job.trailing is not None and core.shape[2:] != job.trailing:
-        raise TileError(
-            tile,
+def check_extra_dimensions(core: np.ndarray, trailing: tuple[int, ...] | None) -> None:
+    """Refuse a result whose dimensions after the first two are not the output's ``trailing``."""
+    if trailing is not None and core.shape[2:] != trailing:
+        raise ResultMismatch(
             f"func returned extra dimensions {core.shape[2:]} (shape {core.shape}), "
-            f"but the output has {job.trailing}; every tile must return the same",
+            f"but the output has {trailing}; every tile must return the same"
         )

@@ -48,7 +48,7 @@ from tilewise._kernel import TileKernel
 from tilewise._plan import Plan
 from tilewise.errors import ArgumentError
 from tilewise.grid import Tile
-from tilewise.io import FileOutput, FileSink, Source
+from tilewise.io import Allocate, FileOutput, FileSink, Source
 from tilewise.io._files import fsync_dir, remove, temporary_path
 from tilewise.io.lock import OutputLock
 
@@ -311,8 +311,9 @@ class ResumableRun:
     files, and either reopens the journalled partial output (``resume``) or
     clears it. ``done`` holds the tile indices to skip and ``sink`` the
     reopened output, or None until ``create`` makes it from the first
-    tile's result. On a clean exit the output is published and the journal
-    removed; on an error, the tiles finished so far stay recorded.
+    wave's results (the run is the executor's :class:`~tilewise.io.Output`).
+    On a clean exit the output is published and the journal removed; on an
+    error, the tiles finished so far stay recorded.
     """
 
     def __init__(
@@ -369,8 +370,11 @@ class ResumableRun:
             self.journal_path, header, self.sink, COMMIT_INTERVAL, done=self.done
         )
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype) -> FileSink:
-        """The output, made once the first tile's result gives its dtype and extra dimensions."""
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, allocate: Allocate) -> FileSink:
+        """The output, made once the first results give its dtype and extra dimensions.
+
+        A file holds its own pixels: ``allocate``, for in-memory outputs, is not used.
+        """
         self.sink = self.output.create(shape, dtype, self.tile)
         header = {**self.identity, "output": {"shape": list(shape), "dtype": dtype.str}}
         self._journal = Journal.create(self.journal_path, header, self.sink, COMMIT_INTERVAL)

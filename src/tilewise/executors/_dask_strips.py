@@ -36,6 +36,11 @@ class InMemorySource(ArraySource):
 class _ImageInTask:
     """Where an in-memory image stands in a worker's job until a task brings its rows."""
 
+    path = None
+    chunks = None
+    process_local = True
+    layout = "in-memory array, in strips"
+
     def __init__(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
         self.shape = shape
         self.dtype = dtype
@@ -46,6 +51,11 @@ class _ImageInTask:
 
 class Rows:
     """The rows of an image that one row of tiles reads: ``pieces`` of (first row, rows)."""
+
+    path = None
+    chunks = None
+    process_local = True
+    layout = "in-memory array, in strips"
 
     def __init__(
         self, shape: tuple[int, ...], dtype: np.dtype, pieces: Sequence[tuple[int, np.ndarray]]

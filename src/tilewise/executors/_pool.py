@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import multiprocessing
 import os
-import signal
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from tilewise.errors import Death
 from tilewise.executors._worker import Release, worker_main
 from tilewise.grid import Tile
 from tilewise.sharedmem import clear_cache, live_segment_names
@@ -85,14 +85,16 @@ class WorkerPool:
         self.workers.append(worker)
         return worker
 
-    def reap(self, worker: Worker) -> str:
-        """Forget a worker that has died (or is dying); how it ended, in words."""
+    def reap(self, worker: Worker) -> Death:
+        """Forget a worker that has died (or is dying); how it ended."""
         worker.process.join(EXIT_GRACE)
         if worker.process.exitcode is None:  # its pipe broke but it lingers
             worker.process.kill()
             worker.process.join()
         self._forget(worker)
-        return describe_exit(worker.process.exitcode)
+        exitcode = worker.process.exitcode
+        assert exitcode is not None
+        return Death(exitcode, while_starting=worker.started is None)
 
     def kill(self, workers: list[Worker]) -> None:
         for worker in workers:
@@ -128,20 +130,6 @@ class WorkerPool:
         worker.conn.close()
         if worker in self.workers:
             self.workers.remove(worker)
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """``killed by SIGSEGV`` / ``exit code 3``: how a worker process ended."""
-    if exitcode is None:
-        return "still running"
-    if exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        hint = " (out of memory?)" if name == "SIGKILL" else ""
-        return f"killed by {name}{hint}"
-    return f"exit code {exitcode}"
 
 
 # The reusable pools: at most one idle pool per start method, lent to one run at a time.

@@ -21,12 +21,14 @@ import numpy as np
 from tilewise._importable import importable_module
 from tilewise._stages import TileJob
 from tilewise.errors import ArgumentError
-from tilewise.io import ArraySink, ArraySource, Sink, Source
+from tilewise.io import ArraySink, ArraySource
 from tilewise.sharedmem import SharedArray
 
 
 class SharedSource(ArraySource):
     """An in-memory source in shared memory; pickles as the segment's name."""
+
+    process_local = False
 
     def __init__(self, shared: SharedArray) -> None:
         super().__init__(shared.array)
@@ -38,6 +40,8 @@ class SharedSource(ArraySource):
 
 class SharedSink(ArraySink):
     """An in-memory output in shared memory; workers write into it directly."""
+
+    process_local = False
 
     def __init__(self, shared: SharedArray) -> None:
         super().__init__(shared.array)
@@ -53,13 +57,6 @@ def shared_copy(array: np.ndarray) -> SharedArray:
     if found is not None:
         return found
     return SharedArray.copy_of(array)
-
-
-def is_shared(obj: Source | Sink) -> bool:
-    """Whether worker processes can use ``obj`` as it pickles."""
-    return isinstance(obj, (SharedSource, SharedSink)) or not isinstance(
-        obj, (ArraySource, ArraySink)
-    )
 
 
 def pickle_job(job: TileJob) -> bytes:

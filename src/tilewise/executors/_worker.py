@@ -181,14 +181,13 @@ def _run(job: TileJob | None, job_id: int, tile: Tile) -> Any:
         return JobFailed(job_id, "the job could not be loaded")
     try:
         return TileDone(job_id, tile.index, run_tile(job, tile))
-    except Exception as exc:
-        return _failure(job_id, tile, exc)
+    except TileError as error:  # run_tile turns every failure of a tile into one
+        return _failure(job_id, tile, error)
 
 
-def _failure(job_id: int, tile: Tile, exc: Exception) -> TileFailed:
-    error = exc if isinstance(exc, TileError) else TileError(tile, f"{type(exc).__name__}: {exc}")
-    original = exc.__cause__ if isinstance(exc, TileError) else exc
-    tb = "".join(traceback.format_exception(original if original is not None else exc))
+def _failure(job_id: int, tile: Tile, error: TileError) -> TileFailed:
+    original = error.__cause__
+    tb = "".join(traceback.format_exception(original if original is not None else error))
     try:
         cause = None if original is None else cloudpickle.dumps(original)
     except Exception:

@@ -57,7 +57,6 @@ array([[ 0.,  1.,  4.],
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import pickle
@@ -75,12 +74,12 @@ import numpy as np
 
 from tilewise._cpus import available_cpus
 from tilewise._optional import import_optional
-from tilewise._stages import TileJob, run_tile
-from tilewise.errors import TileError, WorkerDiedError
+from tilewise._stages import LOAD, WRITE, TileJob, run_tile, tile_error
+from tilewise.errors import SchedulerUnreachableError, TileError, WorkerDiedError
 from tilewise.executors._dask_local import LocalSink, LocalSource, workers_share_memory
 from tilewise.executors._dask_strips import InMemorySource, Rows, Strips
 from tilewise.executors._transport import pickle_job, shared_copy
-from tilewise.executors.base import Completed
+from tilewise.executors.base import Completed, Executor, Settle, copy_back
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.io.base import FileSink
@@ -164,7 +163,10 @@ def _compute_tiles(
     pieces: Sequence[tuple[int, np.ndarray]] | None,
     tiles: tuple[Tile, ...],
 ) -> tuple[list[np.ndarray | None], float]:
-    job = shipped.job
+    try:
+        job = shipped.job
+    except Exception as exc:
+        raise tile_error(tiles[0], LOAD, exc)  # noqa: B904 - tile_error chains the cause
     if pieces is not None:
         job = replace(job, source=Rows(job.source.shape, job.source.dtype, pieces))
     start = time.perf_counter()
@@ -174,7 +176,10 @@ def _compute_tiles(
         # The client's journal records the tiles once this returns, and forces
         # them to disk first; but on another machine, only the writer can force
         # its own writes to shared storage (on the client's, they share a page cache).
-        job.sink.sync([(tile.y, tile.x) for tile in tiles])
+        try:
+            job.sink.sync([(tile.y, tile.x) for tile in tiles])
+        except Exception as exc:
+            raise tile_error(tiles[0], WRITE, exc)  # noqa: B904 - tile_error chains the cause
     return cores, seconds
 
 
@@ -198,7 +203,7 @@ def machine_id() -> str:
     return socket.gethostname()
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     """Runs tiles as tasks on a Dask cluster; see the module docstring.
 
     ``workers`` sizes the ``LocalCluster`` started when no cluster is at
@@ -210,7 +215,7 @@ class DaskExecutor:
         self, workers: int | None, *, client: Any = None, scheduler: str | None = None
     ) -> None:
         distributed = import_optional("distributed", "backend='dask'")
-        self.workers = workers
+        self.max_workers = workers
         self._cluster: Any = None
         self._own_client = client is None
         if client is None and scheduler is not None:
@@ -260,10 +265,11 @@ class DaskExecutor:
             self._cluster.close()
             raise
 
-    def share(self, source: Source) -> Source:
+    def _place_source(self, source: Source) -> Source:
         """An in-memory image in shared memory, or marked to travel in strips; files as they are."""
-        if not isinstance(source, ArraySource) or isinstance(source, (InMemorySource, LocalSource)):
+        if not source.process_local or isinstance(source, InMemorySource):
             return source  # files (and zarr arrays) pickle small; workers open their own
+        assert isinstance(source, ArraySource)
         if self._local():
             shared = shared_copy(source.array)  # a result of an earlier run is not copied
             if shared.owner:
@@ -271,22 +277,30 @@ class DaskExecutor:
             return LocalSource(shared)
         return InMemorySource(source.array)
 
-    def share_sink(self, sink: Sink) -> Sink:
-        """For a numpy output, one in shared memory to copy from after, or ``sink`` itself.
+    def _place_sink(self, sink: Sink) -> tuple[Sink, Settle | None]:
+        """A sink the workers write; or, for one in this process only, a copy in shared memory.
 
-        ``run`` writes a plain numpy ``sink`` from the tiles' results; the
-        workers write every other sink.
+        Without shared memory, the tasks return their results and
+        :meth:`_completed` writes them into a sink of this process.
         """
-        if type(sink) is ArraySink and self._local():
-            return self.allocate(sink.shape, sink.dtype)
-        return sink
+        if not sink.process_local or not self._local():
+            return sink, None
+        found = SharedArray.find(sink.array) if isinstance(sink, ArraySink) else None
+        if found is not None:
+            return LocalSink(found), None
+        proxy = SharedArray.create(sink.shape, sink.dtype)
+        self._inputs.append(proxy)  # recycled at close, once copied back
+        return LocalSink(proxy), copy_back(proxy.array, sink)
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
-        if self._local():
-            shared = SharedArray.create(shape, dtype)
-            self._outputs.append(shared)
-            return LocalSink(shared)
-        return ArraySink(np.empty(shape, dtype))
+    def _allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        if not self._local():
+            return np.empty(shape, dtype)
+        shared = SharedArray.create(shape, dtype)
+        self._outputs.append(shared)
+        return shared.array
+
+    def _first_wave(self) -> int:
+        return self._pace.threads()
 
     def _local(self) -> bool:
         """Whether in-memory arrays go to the workers through shared memory."""
@@ -294,8 +308,8 @@ class DaskExecutor:
             self._shares_memory = workers_share_memory(self.client)
         return self._shares_memory
 
-    def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
-        self._run = self._completed(job, tiles)
+    def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
+        self._run = self._tasks(job, tiles)
         return self._run
 
     def close(self) -> None:
@@ -318,10 +332,10 @@ class DaskExecutor:
             if self._cluster is not None:
                 self._cluster.close()
 
-    def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
-        # A numpy output in this process alone: tasks return their core and it is written here.
-        here = job.sink if type(job.sink) is ArraySink else None
-        payload = pickle_job(_portable(job if here is None else replace(job, sink=None)))
+    def _tasks(self, job: TileJob, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
+        # An output in this process alone: tasks return their core and it is written here.
+        here = job.sink if job.sink is not None and job.sink.process_local else None
+        payload = pickle_job(job if here is None else replace(job, sink=None))
         name = f"{_task_prefix(job.func)}-{uuid.uuid4().hex[:12]}"
         shipped: Any = _ShippedJob(payload, machine_id())
         if len(payload) > INLINE_JOB_BYTES:
@@ -405,7 +419,8 @@ class DaskExecutor:
                 f"the last was {killed.last_worker.address}",
             ) from exc
         except Exception as exc:
-            raise TileError(tile, f"{type(exc).__name__}: {exc}{together}") from exc
+            error = tile_error(tile, f"its Dask task{together}", exc)
+            raise error from exc
         raise AssertionError(f"future {future.key!r} erred but raised nothing")
 
 
@@ -471,26 +486,11 @@ def _others(group: tuple[Tile, ...]) -> str:
     return f"tiles {', '.join(str(t.index) for t in group[1:])}"
 
 
-def _portable(job: TileJob) -> TileJob:
-    """The job with relative file paths made absolute: a worker's working directory is its own."""
-    return replace(job, source=_absolute(job.source), sink=_absolute(job.sink))
-
-
-def _absolute(file: Any) -> Any:
-    """A copy of a file source or sink whose ``path`` is absolute; anything else as it is."""
-    path = getattr(file, "path", None)
-    if not isinstance(path, Path) or path.is_absolute():
-        return file
-    moved = copy.copy(file)  # as it pickles: without the caller's open handles
-    moved.path = path.absolute()
-    return moved
-
-
 def _connect(distributed: Any, scheduler: str) -> Any:
     try:
         return distributed.Client(scheduler, set_as_default=False)
     except OSError as exc:
-        raise OSError(
+        raise SchedulerUnreachableError(
             f"scheduler={scheduler!r}: no Dask scheduler answered there ({exc}); start one "
             "(dask scheduler) or check the address"
         ) from exc

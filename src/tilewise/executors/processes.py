@@ -56,16 +56,10 @@ import numpy as np
 
 from tilewise._cpus import available_cpus
 from tilewise._segments import Segment
-from tilewise._stages import TileJob
-from tilewise.errors import ArgumentError, TileTimeoutError, WorkerDiedError
+from tilewise._stages import LOAD, TileJob
+from tilewise.errors import Death, TileError, TileTimeoutError, WorkerDiedError
 from tilewise.executors._pool import Worker, WorkerPool, acquire_pool, release_pool, shutdown
-from tilewise.executors._transport import (
-    SharedSink,
-    SharedSource,
-    is_shared,
-    pickle_job,
-    shared_copy,
-)
+from tilewise.executors._transport import SharedSink, SharedSource, pickle_job, shared_copy
 from tilewise.executors._worker import (
     JobFailed,
     JobLoaded,
@@ -77,7 +71,7 @@ from tilewise.executors._worker import (
     rebuild_error,
     send_fds,
 )
-from tilewise.executors.base import Completed
+from tilewise.executors.base import Completed, Executor, Settle, copy_back
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.sharedmem import SharedArray, remove_stale_segments
@@ -95,15 +89,13 @@ QUICK_TILE = 0.002
 IN_FLIGHT_QUICK = 32
 
 _SHARED = (SharedSource, SharedSink)
-#: How a death reads when the worker had not yet loaded the job.
-WHILE_STARTING = " while starting"
 
 _job_ids = itertools.count()
 
 
-def _start_hint(deaths: list[str], start_method: str) -> str:
+def _start_hint(deaths: list[Death], start_method: str) -> str:
     """Why workers may die before their first tile: the script they import runs the work."""
-    if start_method == "fork" or not all(d.endswith(WHILE_STARTING) for d in deaths):
+    if start_method == "fork" or not all(death.while_starting for death in deaths):
         return ""
     return (
         f"; workers that die while starting under the {start_method!r} start method most "
@@ -118,7 +110,7 @@ def default_start_method() -> str:
     return method or multiprocessing.get_all_start_methods()[0]
 
 
-class ProcessExecutor:
+class ProcessExecutor(Executor):
     """Runs tiles on a (reused) pool of worker processes; see the module docstring."""
 
     def __init__(
@@ -145,9 +137,9 @@ class ProcessExecutor:
             self._pool = acquire_pool(self.start_method)
             self._pool.resize(workers)
 
-    def share(self, source: Source) -> Source:
+    def _place_source(self, source: Source) -> Source:
         """An in-memory image moved to shared memory, once; other sources as they are."""
-        if is_shared(source):
+        if not source.process_local or isinstance(source, SharedSource):
             return source
         assert isinstance(source, ArraySource)
         shared = shared_copy(source.array)
@@ -155,22 +147,23 @@ class ProcessExecutor:
             self._inputs.append(shared)
         return SharedSource(shared)
 
-    def share_sink(self, sink: Sink) -> Sink:
-        """A sink workers can write: ``sink`` itself, or a shared array to copy from after."""
-        if is_shared(sink):
-            return sink
-        assert isinstance(sink, ArraySink)
-        found = SharedArray.find(sink.array)
+    def _place_sink(self, sink: Sink) -> tuple[Sink, Settle | None]:
+        """A sink workers can write: ``sink`` itself, its segment, or a copy carried back."""
+        if not sink.process_local or isinstance(sink, SharedSink):
+            return sink, None
+        found = SharedArray.find(sink.array) if isinstance(sink, ArraySink) else None
         if found is not None:
-            return SharedSink(found)
-        return self.allocate(sink.shape, sink.dtype)
+            return SharedSink(found), None
+        proxy = SharedArray.create(sink.shape, sink.dtype)
+        self._inputs.append(proxy)  # recycled at close, once copied back
+        return SharedSink(proxy), copy_back(proxy.array, sink)
 
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
+    def _allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         shared = SharedArray.create(shape, dtype)
-        self._outputs.append(shared)
-        return SharedSink(shared)
+        self._outputs.append(shared)  # handed over to the caller at close
+        return shared.array
 
-    def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
+    def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         payload = pickle_job(job)  # an unpicklable func fails here, before any worker starts
         if self._pool is None:
             self._pool = acquire_pool(self.start_method)
@@ -228,7 +221,7 @@ class _Run:
         self.retries = retries
         self.timeout = timeout
         self.pending: deque[Tile] = deque()
-        self.deaths: dict[tuple[int, int], list[str]] = {}
+        self.deaths: dict[tuple[int, int], list[Death]] = {}
         self.tile_seconds = float("inf")  # a running mean of how long a tile takes
 
     def completed(self, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
@@ -277,10 +270,7 @@ class _Run:
     def _handle(self, worker: Worker, message: Any) -> Completed | None:
         if isinstance(message, JobFailed):
             last = message.traceback.strip().splitlines()[-1]
-            error = ArgumentError(
-                f"func={self.func!r}: could not be loaded in a worker process "
-                f"(start method {self.pool.start_method!r}): {last}"
-            )
+            error = TileError(worker.tiles[0], f"{LOAD} raised {last}")
             raise error from RemoteTraceback(message.traceback)
         if isinstance(message, JobLoaded):
             worker.started = time.monotonic()  # start-up and loading do not count as tile time
@@ -313,13 +303,11 @@ class _Run:
             done = self._handle(worker, message)
             if done is not None:
                 yield done
-        how = self.pool.reap(worker)
-        if worker.started is None:
-            how += WHILE_STARTING
+        death = self.pool.reap(worker)
         if worker.tiles:
             tile = worker.tiles[0]
             deaths = self.deaths.setdefault(tile.index, [])
-            deaths.append(how)
+            deaths.append(death)
             if len(deaths) > self.retries:
                 attempts = ", ".join(f"attempt {i}: {d}" for i, d in enumerate(deaths, 1))
                 hint = _start_hint(deaths, self.pool.start_method)

@@ -8,12 +8,9 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from queue import SimpleQueue
 
-import numpy as np
-
 from tilewise._stages import TileJob, run_tile
-from tilewise.executors.base import Completed
+from tilewise.executors.base import Completed, Executor
 from tilewise.grid import Tile
-from tilewise.io import ArraySink, Sink, Source
 
 #: Seconds a thread gathers finished tiles before it reports them: waking the
 #: caller's thread for each small tile would cost more than the tile.
@@ -24,7 +21,7 @@ REPORT_EVERY = 0.01
 _Report = tuple[list[Completed], "BaseException | None"] | None
 
 
-class ThreadExecutor:
+class ThreadExecutor(Executor):
     """Each thread takes the next tile as soon as it is free, until none are left.
 
     Threads pull tiles from one shared iterator and report finished tiles on
@@ -37,16 +34,7 @@ class ThreadExecutor:
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tilewise")
 
-    def share(self, source: Source) -> Source:
-        return source  # threads read the caller's memory
-
-    def share_sink(self, sink: Sink) -> Sink:
-        return sink
-
-    def allocate(self, shape: tuple[int, ...], dtype: np.dtype) -> ArraySink:
-        return ArraySink(np.empty(shape, dtype))
-
-    def run(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
+    def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         todo = iter(tiles)
         take = threading.Lock()
         stop = threading.Event()  # set when the run ends early: a failure, or the caller stops

@@ -12,15 +12,18 @@ Formats, by suffix: ``.npy`` (memory-mapped), ``.tif``/``.tiff``
 ``OUTPUT.tilewise-partial`` and renamed to ``OUTPUT`` once complete.
 """
 
-from tilewise.io.array import ArraySink, ArraySource
-from tilewise.io.base import FileOutput, FileSink, Sink, Source
+from tilewise.io.array import ArraySink, ArraySource, NewArray
+from tilewise.io.base import Allocate, FileOutput, FileSink, Output, Sink, Source
 from tilewise.io.open import is_path, open_output, open_sink, open_source
 
 __all__ = [
+    "Allocate",
     "ArraySink",
     "ArraySource",
     "FileOutput",
     "FileSink",
+    "NewArray",
+    "Output",
     "Sink",
     "Source",
     "is_path",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tilewise.errors import ArgumentError
+from tilewise.errors import ArgumentError, MissingInputError, OutOfSpaceError
 from tilewise.io.base import FileSink
 
 #: Suffix added to an output's name for the file that tiles are written to.
@@ -62,7 +62,7 @@ def reserve(fd: int, size: int, path: Path) -> None:
     except OSError as exc:
         if exc.errno in _CANNOT_RESERVE:
             return  # the filesystem cannot reserve; the file stays sparse
-        raise OSError(
+        raise OutOfSpaceError(
             exc.errno, f"cannot allocate {size} bytes for {path}: {exc.strerror}"
         ) from exc
 
@@ -95,22 +95,29 @@ def check_writable_parent(path: Path, what: str) -> None:
 
 def check_exists(path: Path, what: str) -> None:
     if not path.exists():
-        raise FileNotFoundError(f"{what}={str(path)!r}: no such file or folder")
+        raise MissingInputError(f"{what}={str(path)!r}: no such file or folder")
 
 
 class Reopening:
-    """Pickles without its open files; whichever process unpickles it opens its own on first use.
+    """A file source or sink: it pickles without its open files, and with an absolute path.
 
-    Subclasses name their handle attributes in ``_handles`` and open them
-    lazily. Two threads opening at once both succeed; one handle is kept.
+    Whichever process unpickles it opens its own handles on first use, from
+    the path as the caller meant it: a worker's working directory is its
+    own. Subclasses name their handle attributes in ``_handles`` and open
+    them lazily. Two threads opening at once both succeed; one handle is kept.
     """
 
     _handles: tuple[str, ...] = ()
+    chunks: tuple[int, ...] | None = None
+    process_local = False
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()
         for name in self._handles:
             state[name] = None
+        path = state.get("path")
+        if isinstance(path, Path):
+            state["path"] = path.absolute()
         return state
 
 

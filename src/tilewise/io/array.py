@@ -1,12 +1,19 @@
-"""In-memory numpy arrays as a source and a sink."""
+"""In-memory numpy arrays as a source, a sink, and a new result."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from tilewise.io.base import Allocate
+
 
 class ArraySource:
     """Reads windows of a numpy array as views (no copy)."""
+
+    path = None
+    chunks = None
+    process_local = True
+    layout = "in-memory array"
 
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
@@ -26,6 +33,10 @@ class ArraySource:
 class ArraySink:
     """Writes windows into a numpy array, casting to its dtype."""
 
+    path = None
+    chunks = None
+    process_local = True
+
     def __init__(self, array: np.ndarray) -> None:
         self.array = array
 
@@ -39,3 +50,17 @@ class ArraySink:
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
         self.array[rows, cols] = data
+
+
+class NewArray:
+    """The result as a new numpy array, allocated by the executor where its workers write.
+
+    ``array`` is set once the first results give its shape and dtype.
+    """
+
+    def __init__(self) -> None:
+        self.array: np.ndarray | None = None
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, allocate: Allocate) -> ArraySink:
+        self.array = allocate(shape, dtype)
+        return ArraySink(self.array)

@@ -1,8 +1,13 @@
-"""The protocols every input and output format implements."""
+"""The protocols every input and output format implements.
+
+Sources and sinks say what they are (their capabilities), as zarr's store
+protocol does: executors decide where arrays must live for their workers
+from these alone, without knowing any file format.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -10,6 +15,8 @@ import numpy as np
 
 #: A window of the image: (rows, cols).
 Window = tuple[slice, slice]
+#: Makes a new, uninitialised array where an executor's workers can write it.
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
 @runtime_checkable
@@ -21,6 +28,26 @@ class Source(Protocol):
 
     @property
     def dtype(self) -> np.dtype: ...
+
+    @property
+    def path(self) -> Path | None:
+        """The file or store read, which any process can open; None for an array in memory."""
+        ...
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """What a window read decodes whole (compressed chunks); None: read in place."""
+        ...
+
+    @property
+    def process_local(self) -> bool:
+        """Whether its pixels live in this process's memory, unreachable by others as it is."""
+        ...
+
+    @property
+    def layout(self) -> str:
+        """How it is stored and read, in words (``tilewise info`` shows it)."""
+        ...
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         """The window ``[rows, cols]`` with any trailing dimensions; may be a view."""
@@ -37,8 +64,35 @@ class Sink(Protocol):
     @property
     def dtype(self) -> np.dtype: ...
 
+    @property
+    def path(self) -> Path | None:
+        """The file or store written, which any process can open; None for memory."""
+        ...
+
+    @property
+    def chunks(self) -> tuple[int, ...] | None:
+        """The units a write must cover whole (zarr chunks or shards); None: any window."""
+        ...
+
+    @property
+    def process_local(self) -> bool:
+        """Whether only this process can write it (a numpy array, a zarr MemoryStore).
+
+        Workers in other processes then write a copy that the executor
+        carries back once every tile is done.
+        """
+        ...
+
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
         """Store ``data`` at ``[rows, cols]``; windows of different tiles never overlap."""
+        ...
+
+
+class Output(Protocol):
+    """An output made only once the first results give its shape and dtype."""
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, allocate: Allocate) -> Sink:
+        """The output's sink; an in-memory one takes its array from ``allocate``."""
         ...
 
 

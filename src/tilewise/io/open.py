@@ -58,7 +58,7 @@ def open_source(image: Any) -> Source:
     >>> open_source("scan.bmp")
     Traceback (most recent call last):
     ...
-    FileNotFoundError: image='scan.bmp': no such file or folder
+    tilewise.errors.MissingInputError: image='scan.bmp': no such file or folder
     """
     if is_path(image):
         source = _source_from_path(Path(image))

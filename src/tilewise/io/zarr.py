@@ -92,9 +92,12 @@ class ZarrSink(Reopening):
             array = _open(path, "r+", "out")
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype: np.dtype = np.dtype(array.dtype)
-        self._unit: tuple[int, ...] = tuple(array.shards or array.chunks)
+        self.chunks: tuple[int, ...] | None = tuple(array.shards or array.chunks)
         self._array = array
         self._handles = ("_array",) if path is not None else ()
+        store = type(array.store).__name__
+        #: A user's array in a store of this process only (a MemoryStore) is written here.
+        self.process_local = path is None and store in PROCESS_LOCAL_STORES
 
     @classmethod
     def create(
@@ -122,13 +125,9 @@ class ZarrSink(Reopening):
         return cls(array, path)
 
     def __getstate__(self) -> dict[str, object]:
-        store = type(self._array.store).__name__ if self._array is not None else "LocalStore"
-        if self.path is None and store in PROCESS_LOCAL_STORES:
+        if self.process_local:
             # A copy would be written in the other process, and silently lost.
-            raise ArgumentError(
-                f"out: a zarr array in a {store} can only be written from this process; "
-                "use backend='threads', or a store on disk"
-            )
+            raise TypeError("a zarr array in a store of this process only cannot be pickled")
         return super().__getstate__()
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
@@ -153,11 +152,13 @@ class ZarrSink(Reopening):
             fsync_dir(folder)
 
     def _keys(self, window: Window) -> Iterator[str]:
+        units = self.chunks
+        assert units is not None
         ranges = [
             range(span.start // unit, -(-span.stop // unit))
-            for span, unit in zip(window, self._unit[:2], strict=True)
+            for span, unit in zip(window, units[:2], strict=True)
         ]
-        trailing = zip(self.shape[2:], self._unit[2:], strict=True)
+        trailing = zip(self.shape[2:], units[2:], strict=True)
         ranges += [range(-(-n // unit)) for n, unit in trailing]
         for coords in itertools.product(*ranges):
             yield self._array.metadata.encode_chunk_key(coords)
