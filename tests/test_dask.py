@@ -35,7 +35,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
-from tilewise._segments import Segment
+from tilewise.sharedmem.segments import Segment
 from tilewise.executors import _dask_local, _dask_strips
 from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING

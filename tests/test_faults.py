@@ -368,7 +368,7 @@ def hang(block):
     threading.Event().wait()
 
 if __name__ == "__main__":
-    tilewise._segments.USE_MEMFD = {memfd!r}
+    tilewise.sharedmem.segments.USE_MEMFD = {memfd!r}
     mp.set_start_method({start_method!r})
     image = np.zeros((64, 64))
     tilewise.map_tiles(lambda b: b + 1, image, tile=32)  # idle workers in the pool too

@@ -231,7 +231,7 @@ def test_a_jpeg_output_is_the_in_memory_result_encoded_by_pillow(tmp_path: Path)
 
 def test_dtype_converts_a_result_a_png_cannot_store(tmp_path: Path) -> None:
     image = np.random.default_rng(9).random((30, 30)) * 200
-    with pytest.raises(tilewise.ArgumentError, match=r"PNG stores uint8.*the result is float64"):
+    with pytest.raises(tilewise.TileError, match=r"PNG stores uint8.*the result is float64"):
         tilewise.map_tiles(smooth, image, tile=10, halo=1, out=tmp_path / "o.png")
     assert not (tmp_path / "o.png").exists()
     out = tilewise.map_tiles(smooth, image, tile=10, halo=1, out=tmp_path / "o.png", dtype="uint8")
@@ -358,13 +358,16 @@ def test_unwritable_outputs_are_refused_before_any_tile(
 
 def test_results_a_format_cannot_hold_are_refused(tmp_path: Path) -> None:
     image = np.zeros((8, 8))
-    with pytest.raises(tilewise.ArgumentError, match="a TIFF cannot hold bool"):
+    # Found once the first results are in: a TileError naming the tile, the cause chained.
+    with pytest.raises(tilewise.TileError, match=r"storing its result raised ArgumentError: .*"
+                       r"a TIFF cannot hold bool") as info:  # fmt: skip
         tilewise.map_tiles(lambda b: b > 0, image, tile=4, out=tmp_path / "o.tif")
-    with pytest.raises(tilewise.ArgumentError, match=r"the result has shape \(8, 8, 2, 2\)"):
+    assert isinstance(info.value.__cause__, tilewise.ArgumentError)
+    with pytest.raises(tilewise.TileError, match=r"the result has shape \(8, 8, 2, 2\)"):
         tilewise.map_tiles(
             lambda b: np.zeros((*b.shape, 2, 2)), image, tile=4, out=tmp_path / "o.tif"
         )
-    with pytest.raises(tilewise.ArgumentError, match="JPEG stores uint8"):
+    with pytest.raises(tilewise.TileError, match="JPEG stores uint8"):
         tilewise.map_tiles(np.copy, image, tile=4, out=tmp_path / "o.jpg", dtype="uint16")
 
 

@@ -21,6 +21,7 @@ from tilewise.io.lock import OutputLock
 from tilewise.io.npy import NpySource
 from tilewise.journal import (
     Journal,
+    UnreadableJournal,
     differences,
     func_identity,
     input_identity,
@@ -101,11 +102,22 @@ def test_a_resumed_journal_is_rewritten_without_its_torn_line(tmp_path: Path) ->
     assert read_journal(journal.path) == (header, {(0, 0), (0, 2)})
 
 
-def test_a_journal_without_a_complete_header_is_no_journal(tmp_path: Path) -> None:
+def test_a_journal_with_a_damaged_header_is_unreadable_not_absent(tmp_path: Path) -> None:
     path = tmp_path / "j"
     assert read_journal(path) is None
     path.write_bytes(b'{"tile": [10')
-    assert read_journal(path) is None
+    with pytest.raises(UnreadableJournal, match="its first line is damaged"):
+        read_journal(path)
+
+
+def test_resuming_from_a_damaged_journal_says_so_and_computes_every_tile(tmp_path: Path) -> None:
+    image = np.arange(64.0).reshape(8, 8)
+    out = tmp_path / "o.npy"
+    (tmp_path / "o.npy.tilewise-journal").write_bytes(b"garbled, no CRC\n0 0 1234abcd\n")
+    (tmp_path / "o.npy.tilewise-partial").write_bytes(b"")
+    with pytest.warns(UserWarning, match=r"its journal is unreadable .*; computing every tile"):
+        tilewise.map_tiles(np.negative, image, tile=4, out=out, resume=True, backend="serial")
+    np.testing.assert_array_equal(np.load(out), -image)
 
 
 def test_a_failed_sync_records_nothing_and_surfaces(tmp_path: Path) -> None:

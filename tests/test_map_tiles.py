@@ -200,7 +200,7 @@ NUMPY_PAD_MODE = {
 def padded_oracle(
     func: FilterFunc, image: np.ndarray, radius: int, pad: int, mode: str, cval: float
 ) -> np.ndarray:
-    """``func`` on the whole image padded once by numpy.pad, then trimmed: SPEC section 2.
+    """``func`` on the whole image padded once by numpy.pad, then trimmed: the README's promise.
 
     With pad >= radius the padding ``func`` adds itself is trimmed off, so
     this is the promise in its own words, with numpy's independent padding.

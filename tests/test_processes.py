@@ -29,11 +29,11 @@ from scipy import ndimage as ndi
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError
 from tilewise._kernel import default_backend
-from tilewise._segments import Segment
 from tilewise.executors import _pool
 from tilewise.executors._transport import SharedSource, pickle_job
 from tilewise.executors.processes import ProcessExecutor, shutdown
 from tilewise.sharedmem import PREFIX, SharedArray, clear_cache, remove_stale_segments
+from tilewise.sharedmem.segments import Segment
 
 SHM = Path("/dev/shm")
 
@@ -293,8 +293,8 @@ def test_dropped_results_are_cached_within_bounds() -> None:
         for k in range(sharedmem.CACHE_SEGMENTS + 3)
     ]
     del results
-    assert len(sharedmem._FREE) <= sharedmem.CACHE_SEGMENTS
-    assert len(sharedmem._RETURNED) <= 1
+    assert len(sharedmem.owner._FREE) <= sharedmem.CACHE_SEGMENTS
+    assert len(sharedmem.owner._RETURNED) <= 1
 
 
 def worker_mappings(pid: int) -> set[str]:
@@ -441,6 +441,15 @@ def test_unpicklable_function_fails_before_any_worker_starts() -> None:
         ({"timeout": 0}, ArgumentError, "timeout=0: must be a positive number"),
         ({"timeout": "1"}, ArgumentTypeError, "timeout='1'"),
         ({"timeout": 1, "backend": "threads"}, ArgumentError, "only backend='processes'"),
+        # An option the backend would ignore is refused, never silently dropped.
+        ({"retries": 0, "backend": "threads"}, ArgumentError, "retries=0: only backend='proc"),
+        ({"retries": 3, "backend": "serial"}, ArgumentError, "retries=3: only backend='proc"),
+        ({"retries": 1, "backend": "dask"}, ArgumentError, "allowed-failures"),
+        (
+            {"start_method": "spawn", "backend": "threads"},
+            ArgumentError,
+            "start_method='spawn': only backend='processes' starts worker processes",
+        ),
     ],
 )
 def test_bad_process_arguments(kwargs: dict[str, object], error: type, message: str) -> None:
@@ -470,7 +479,7 @@ def test_segments_of_dead_owners_are_removed(tmp_path: Path) -> None:
 @pytest.fixture
 def named_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     """Named segments, as on systems without memfd."""
-    from tilewise import _segments
+    from tilewise.sharedmem import segments as _segments
 
     clear_cache()
     monkeypatch.setattr(_segments, "USE_MEMFD", False)
@@ -488,7 +497,7 @@ def test_named_segments_give_the_same_results(make_image: object) -> None:
 
 @pytest.mark.usefixtures("named_segments")
 def test_small_dev_shm_falls_back_to_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tilewise import _segments
+    from tilewise.sharedmem import segments as _segments
 
     monkeypatch.setattr(_segments, "free_bytes", lambda d: 0 if d == "/dev/shm" else 2**40)
     tmp = Path(_segments.tempfile.gettempdir())
@@ -504,7 +513,7 @@ SMALL_SHM_SCRIPT = """
 import sys, warnings
 import numpy as np
 import tilewise
-from tilewise import _segments
+from tilewise.sharedmem import segments as _segments
 
 if __name__ == "__main__":
     _segments.USE_MEMFD = sys.argv[1] == "memfd"

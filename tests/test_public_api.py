@@ -1,4 +1,4 @@
-"""The public surface of tilewise is a tested list (SPEC section 2, errors.py's tree)."""
+"""The public surface of tilewise is a tested list (docs/index.md's table, errors.py's tree)."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def test_error_tree() -> None:
 
 
 def test_map_tiles_keywords_and_defaults() -> None:
-    """SPEC section 2: everything after ``image`` is keyword-only, with these defaults."""
+    """As docs/index.md lists them: everything after ``image`` keyword-only, these defaults."""
     parameters = inspect.signature(tilewise.map_tiles).parameters
     assert list(parameters)[:2] == ["func", "image"]
     documented = {

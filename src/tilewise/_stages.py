@@ -36,6 +36,8 @@ class TileJob:
 
 #: What each stage is called in a tile's error: "<stage> raised OSError: ...".
 READ, CALL, WRITE = "reading its block", "func", "writing its result"
+#: Making the output from the first wave's results, in a format that may not hold them.
+STORE = "storing its result"
 #: A worker that cannot unpickle the job (func's module missing there) fails its first tile.
 LOAD = "loading func in its worker"
 

@@ -27,13 +27,11 @@ array([-1, -1,  0,  1,  2,  3, -1, -1])
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 
 import numpy as np
 
 from tilewise.grid import Tile
 
-Boundary = Literal["reflect", "mirror", "nearest", "wrap", "constant", "none"]
 BOUNDARIES: tuple[str, ...] = ("reflect", "mirror", "nearest", "wrap", "constant", "none")
 
 #: Reads the image window ``[rows, cols]`` (plus any trailing dimensions).

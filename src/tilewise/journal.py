@@ -190,8 +190,17 @@ def _parse(line: bytes) -> str | None:
     return text if crc == f"{zlib.crc32(text.encode()):08x}" else None
 
 
+class UnreadableJournal(Exception):  # noqa: N818 - a state of the file, caught in this module
+    """A journal file whose header is damaged: nothing it records can be trusted."""
+
+
 def read_journal(path: Path) -> tuple[dict[str, Any], set[tuple[int, int]]] | None:
-    """The header and the recorded tiles; None when there is no usable journal."""
+    """The header and the recorded tiles; None when there is no journal.
+
+    Raises :class:`UnreadableJournal` when the header is damaged: journals
+    are created whole and renamed into place, so this is not a kill cut
+    short but a file changed since.
+    """
     try:
         with open(path, "rb") as file:
             lines = file.readlines()
@@ -199,7 +208,7 @@ def read_journal(path: Path) -> tuple[dict[str, Any], set[tuple[int, int]]] | No
         return None
     header = _parse(lines[0]) if lines else None
     if header is None:
-        return None  # cut short while being created: nothing was recorded yet
+        raise UnreadableJournal(f"{str(path)!r}: its first line is damaged")
     done = set()
     for line in lines[1:]:
         text = _parse(line)
@@ -341,15 +350,22 @@ class ResumableRun:
     def _start(self) -> None:
         for leftover in [*self.output.leftovers(), temporary_path(self.journal_path)]:
             remove(leftover)
-        previous = read_journal(self.journal_path) if self.resume else None
-        if previous is not None and not self.output.partial.exists():
-            previous = None  # the journal outlived its output; only a fresh run is safe
-        if self.resume and previous is None:
-            warnings.warn(
-                f"resume=True: no interrupted run of {str(self.output.path)!r} to resume "
-                f"(no {self.journal_path.name}); computing every tile",
-                stacklevel=4,
-            )
+        previous = None
+        if self.resume:
+            try:
+                previous = read_journal(self.journal_path)
+            except UnreadableJournal as exc:
+                why = f"its journal is unreadable ({exc})"
+            else:
+                why = f"no {self.journal_path.name}"
+            if previous is not None and not self.output.partial.exists():
+                previous, why = None, f"no {self.output.partial.name} beside its journal"
+            if previous is None:
+                warnings.warn(
+                    f"resume=True: no interrupted run of {str(self.output.path)!r} to resume "
+                    f"({why}); computing every tile",
+                    stacklevel=4,
+                )
         if previous is None:
             # The journal goes first: it must never describe a file it did not see written.
             remove(self.journal_path)

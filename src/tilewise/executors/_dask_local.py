@@ -5,7 +5,7 @@ backend's reuse cache, and allocates the result in another; workers write
 their tiles into it, and nothing travels through Dask but the segments'
 specs. Dask's workers are not the caller's children, so no descriptor can
 be sent them: they open the caller's own, as ``/proc/<pid>/fd/<n>`` (see
-:meth:`tilewise._segments.Segment.held_spec`), which the kernel allows a
+:meth:`tilewise.sharedmem.segments.Segment.held_spec`), which the kernel allows a
 process of the same user. Whether every worker can is asked of the
 workers themselves (:func:`workers_share_memory`).
 """
@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import mmap
 import sys
-import threading
-import time
 from typing import Any
 
 import numpy as np
 
-from tilewise._segments import USE_MEMFD, Segment, SegmentSpec
 from tilewise.executors._transport import SharedSink, SharedSource
 from tilewise.sharedmem import ArraySpec, SharedArray
+from tilewise.sharedmem.attached import held_segment, held_segments
+from tilewise.sharedmem.segments import USE_MEMFD, Segment, SegmentSpec
 
 __all__ = ["LocalSink", "LocalSource", "workers_share_memory"]
 
-#: Seconds between a worker's looks at whether callers still hold the segments it maps.
-UNMAP_INTERVAL = 0.5
 #: The share of a Dask worker's memory limit that the caller's pages it keeps
 #: mapped may take: Dask counts them in the worker's memory (its RSS), and
 #: pauses the worker at 80% of the limit, and has its nanny kill it at 95%.
@@ -71,15 +68,11 @@ def _mapped(spec: ArraySpec) -> SharedArray:
     page they touch. Only the pages the worker's tiles touch are mapped, as
     they are touched, and no more of them than :data:`MAPPED_SHARE` of the
     worker's memory limit stay mapped (see :func:`_keep_within_limit`). Once
-    the caller has let go of the segment, or is gone, :func:`_unmap_released`
-    unmaps it.
+    the caller has let go of the segment, or is gone, the attached side's
+    watcher unmaps it (:func:`tilewise.sharedmem.attached.held_segment`).
     """
-    with _MAPPED_LOCK:
-        segment = _MAPPED.get(spec.segment.name)
-        if segment is None:
-            segment = _MAPPED[spec.segment.name] = Segment.open(spec.segment, populate=False)
-            _watch_mapped()
-        _keep_within_limit()
+    segment = held_segment(spec.segment)
+    _keep_within_limit()
     return SharedArray(segment, spec, owner=False, holds=False)
 
 
@@ -92,10 +85,11 @@ def _keep_within_limit() -> None:
     if limit is None:
         return
     allowed = MAPPED_SHARE * limit
-    if sum(segment.spec.nbytes for segment in _MAPPED.values()) <= allowed:
+    held = held_segments()
+    if sum(segment.spec.nbytes for segment in held) <= allowed:
         return  # even every page mapped stays within it
     if _resident_shared_bytes() > allowed:
-        for segment in _MAPPED.values():
+        for segment in held:
             segment.mapping.madvise(mmap.MADV_DONTNEED)
 
 
@@ -117,30 +111,6 @@ def _resident_shared_bytes() -> int:
             if line.startswith("RssShmem:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def _watch_mapped() -> None:
-    global _WATCHER
-    if _WATCHER is None or not _WATCHER.is_alive():
-        _WATCHER = threading.Thread(target=_unmap_released, name="tilewise-unmap", daemon=True)
-        _WATCHER.start()
-
-
-def _unmap_released() -> None:
-    """On a worker, now and then: unmap the segments their callers no longer hold."""
-    while True:
-        time.sleep(UNMAP_INTERVAL)
-        with _MAPPED_LOCK:
-            for name, segment in list(_MAPPED.items()):
-                if not segment.still_held():
-                    del _MAPPED[name]
-                    segment.close()  # the memory goes once no array of a late task uses it
-
-
-# A worker's mappings of callers' segments, by name, and what unmaps them.
-_MAPPED: dict[str, Segment] = {}
-_MAPPED_LOCK = threading.Lock()
-_WATCHER: threading.Thread | None = None
 
 
 def _can_map(spec: SegmentSpec) -> bool:

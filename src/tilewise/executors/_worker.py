@@ -32,7 +32,8 @@ import numpy as np
 from tilewise._stages import TileJob, run_tile
 from tilewise.errors import TileError
 from tilewise.grid import Tile
-from tilewise.sharedmem import SegmentSpec, adopt, release_attached
+from tilewise.sharedmem.attached import adopt, release_attached
+from tilewise.sharedmem.segments import SegmentSpec
 
 
 class LoadJob(NamedTuple):

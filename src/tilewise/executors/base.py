@@ -28,12 +28,14 @@ import numpy as np
 
 from tilewise._stages import (
     CALL,
+    STORE,
     WRITE,
     ResultMismatch,
     TileJob,
     check_extra_dimensions,
     tile_error,
 )
+from tilewise.errors import ArgumentError
 from tilewise.grid import Tile
 from tilewise.io import Output, Sink, Source
 from tilewise.io.base import image_shape
@@ -66,7 +68,10 @@ class Executor(ABC):
             assert output is not None, "a job without a sink needs an output to make"
             wave, tiles = tiles[: self._first_wave()], tiles[self._first_wave() :]
             results = list(self._completed(job, wave))
-            sink = self._create(output, image_shape(job.source), results)
+            try:
+                sink = self._create(output, image_shape(job.source), results)
+            except ArgumentError as exc:  # a result the output's format cannot store
+                raise tile_error(results[0][0], STORE, exc)  # noqa: B904 - chains the cause
             job = replace(job, sink=sink)
             yield from _written(sink, results)
         assert job.sink is not None

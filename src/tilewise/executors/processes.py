@@ -55,7 +55,6 @@ from typing import Any
 import numpy as np
 
 from tilewise._cpus import available_cpus
-from tilewise._segments import Segment
 from tilewise._stages import LOAD, TileJob
 from tilewise.errors import Death, TileError, TileTimeoutError, WorkerDiedError
 from tilewise.executors._pool import Worker, WorkerPool, acquire_pool, release_pool, shutdown
@@ -75,6 +74,7 @@ from tilewise.executors.base import Completed, Executor, Settle, copy_back
 from tilewise.grid import Tile
 from tilewise.io import ArraySink, ArraySource, Sink, Source
 from tilewise.sharedmem import SharedArray, remove_stale_segments
+from tilewise.sharedmem.segments import Segment
 
 __all__ = ["ProcessExecutor", "default_start_method", "shutdown"]
 

@@ -1,10 +1,12 @@
-"""Arrays in shared memory, for worker processes to read and write in place.
+"""The owner side: segments this process makes, hands to workers, reuses and frees.
 
-:class:`SharedArray` is the one owner of a segment's life: it creates,
-attaches, recycles, closes and unlinks it, and is a context manager.
-Pickling a ``SharedArray`` sends only its segment's name and the array's
-layout; a worker that unpickles it maps the segment (see
-:mod:`tilewise._segments` for what a segment is on each system).
+:class:`SharedArray` is an array laid over a segment. The process that
+creates it (:meth:`SharedArray.create`, :meth:`SharedArray.copy_of`) owns
+the segment and is the only one to recycle, hand over or unlink it; the
+state machine is drawn in :mod:`tilewise.sharedmem`. Pickling a
+``SharedArray`` sends only its segment's spec and the array's layout; a
+worker that unpickles it maps the segment through
+:mod:`tilewise.sharedmem.attached`.
 
 Creating shared memory is the dear part of a run: every fresh page must be
 allocated and then mapped by each process, one fault at a time. So segments
@@ -40,23 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from tilewise._segments import (
-    PREFIX,
-    Segment,
-    SegmentSpec,
-    remove_stale_segments,
-)
-
-__all__ = [
-    "PREFIX",
-    "ArraySpec",
-    "SegmentSpec",
-    "SharedArray",
-    "clear_cache",
-    "live_segment_names",
-    "release_attached",
-    "remove_stale_segments",
-]
+from tilewise.sharedmem.attached import attached_segment
+from tilewise.sharedmem.segments import Segment, SegmentSpec
 
 #: The free segments kept for reuse: at most this many, and this many bytes.
 CACHE_SEGMENTS = 4
@@ -77,10 +64,10 @@ class ArraySpec:
 class SharedArray:
     """A numpy array in a shared-memory segment.
 
-    Use :meth:`create` or :meth:`copy_of` (the owner) or :meth:`attach` (another
-    process). ``close`` drops this process's hold on the segment; ``unlink``
-    removes its name. An array taken from ``.array`` stays valid after both:
-    it keeps the memory mapped.
+    Use :meth:`create` or :meth:`copy_of` (the owner); another process gets
+    one by unpickling it. ``close`` drops this process's hold on the
+    segment; ``unlink`` removes its name. An array taken from ``.array``
+    stays valid after both: it keeps the memory mapped.
     """
 
     def __init__(self, segment: Segment, spec: ArraySpec, owner: bool, holds: bool) -> None:
@@ -116,25 +103,6 @@ class SharedArray:
         shared = cls(segment, _layout(segment, array.shape, array.dtype), True, True)
         np.copyto(shared.array, array)
         return shared
-
-    @classmethod
-    def attach(cls, spec: ArraySpec) -> SharedArray:
-        """Map a segment another process created, by name or by :meth:`held_spec`."""
-        return cls(Segment.open(spec.segment), spec, owner=False, holds=True)
-
-    @classmethod
-    def attach_kept(cls, spec: ArraySpec) -> SharedArray:
-        """How a SharedArray unpickles: the mapping is kept until :func:`release_attached`.
-
-        The jobs a worker loads thus share one mapping per segment, and with
-        memfd segments across runs, each page mapped once.
-        """
-        segment = _ATTACHED.get(spec.segment.name)
-        if segment is None:
-            if spec.segment.by_fd:
-                raise RuntimeError(f"no descriptor received for segment {spec.segment.name}")
-            segment = _ATTACHED[spec.segment.name] = Segment.open(spec.segment)
-        return cls(segment, spec, owner=False, holds=False)
 
     @classmethod
     def find(cls, array: np.ndarray) -> SharedArray | None:
@@ -224,18 +192,8 @@ class SharedArray:
 
 
 def _unpickle(spec: ArraySpec) -> SharedArray:
-    return SharedArray.attach_kept(spec)
-
-
-def adopt(spec: SegmentSpec, fd: int) -> None:
-    """A worker: map a memfd segment from the descriptor its owner sent, until released."""
-    _ATTACHED[spec.name] = Segment.adopt(spec, fd)
-
-
-def release_attached(keep: frozenset[str] = frozenset()) -> None:
-    """A worker: drop the segments :meth:`SharedArray.attach_kept` kept, but those in ``keep``."""
-    for name in [n for n in _ATTACHED if n not in keep]:
-        _ATTACHED.pop(name).close()
+    """How a SharedArray arrives in a worker: over the one mapping the worker keeps of it."""
+    return SharedArray(attached_segment(spec.segment), spec, owner=False, holds=False)
 
 
 def live_segment_names() -> frozenset[str]:
@@ -265,8 +223,6 @@ def _layout(segment: Segment, shape: tuple[int, ...], dtype: np.dtype) -> ArrayS
 # Segments this process made, by the id of their mapping: how an array that
 # already lives in shared memory is recognised and not copied again.
 _LIVE: weakref.WeakValueDictionary[int, Segment] = weakref.WeakValueDictionary()
-# A worker's segments, by name: see SharedArray.attach_kept.
-_ATTACHED: dict[str, Segment] = {}
 # The reuse cache. Finalizers may run in any thread, even inside a section
 # that holds the lock (garbage collection): they never wait for it.
 _lock = threading.Lock()
