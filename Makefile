@@ -9,13 +9,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Stamps re-run the install whenever pyproject.toml changes.
+# Stamps re-run the install whenever pyproject.toml (or the benchmarks' requirements) changes.
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e ".[all]"
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+$(VENV)/.dev-installed: pyproject.toml benchmarks/requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]" -r benchmarks/requirements.txt
 	touch $@ $(VENV)/.demo-installed
 
 demo: $(VENV)/.demo-installed
@@ -31,8 +31,9 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
 
 # The whole suite, side by side (about 8 min on 2 cores); the report goes to out/bench.
+# It lives in benchmarks/, beside the package and not in its wheel.
 bench: $(VENV)/.dev-installed
-	$(BIN)/tilewise bench --out out/bench
+	$(BIN)/python -m benchmarks --out out/bench
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .hypothesis

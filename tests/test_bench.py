@@ -1,45 +1,59 @@
-"""``tilewise bench``: the suite runs end to end, and its parts measure what they claim.
+"""The benchmarks (``python -m benchmarks``): the suite runs end to end, its parts measure
+what they claim, and none of it is in the wheel.
 
 No timing is asserted: the machine is shared. What is asserted is what
 could silently go wrong: a method missing from the report, a result that
 differs from the whole-array call, memory not seen, a target judged wrong.
+A missed target fails no test: the report says so.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from benchmarks import alternatives, suite
+from benchmarks.__main__ import build_parser, command
+from benchmarks.__main__ import main as bench_main
+from benchmarks.memory import TreeSampler
+from benchmarks.methods import METHODS
+from benchmarks.results import Result, Settings
+from benchmarks.targets import judge
+from benchmarks.workloads import NAMES, make_workloads, mean3, slope_loop, whole_slope_loop
 from tilewise import cli
-from tilewise.bench import alternatives, suite
-from tilewise.bench.machine import usable_cpus
-from tilewise.bench.memory import TreeSampler
-from tilewise.bench.methods import METHODS
-from tilewise.bench.results import Result, Settings
-from tilewise.bench.targets import judge
-from tilewise.bench.workloads import NAMES, make_workloads, mean3, slope_loop, whole_slope_loop
+from tilewise._cpus import available_cpus
 
+ROOT = Path(__file__).resolve().parent.parent
 HEADING = re.compile(r"^### (?P<name>[\w-]+): ", re.MULTILINE)
 ROW = re.compile(r"^\| (?P<label>[^|]+?) \| (?P<median>\d+\.\d{4}) \| ", re.MULTILINE)
+#: The only names the benchmarks take from tilewise beyond its public API.
+ALLOWED_PRIVATE = {
+    "tilewise._cpus": {"available_cpus"},  # the default --workers, the library's own
+    "tilewise.executors.dask": {"MALLOC_TRIM_SETTING"},  # one name for the Dask setting
+}
 
 
 @pytest.mark.slow
 def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "bench"
+    # From the repository's root, as `make bench` runs it: the package is not installed.
     done = subprocess.run(
-        [sys.executable, "-m", "tilewise", "bench", "--quick", "--out", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = (out / "results.md").read_text(encoding="utf-8")
@@ -52,7 +66,7 @@ def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> Non
     assert list(sections) == [w.name for w in workloads] == list(NAMES)
     for workload in workloads:
         rows = [m["label"].strip("*") for m in ROW.finditer(sections[workload.name])]
-        expected = [METHODS[key].label(workload, usable_cpus()) for key in workload.methods]
+        expected = [METHODS[key].label(workload, available_cpus()) for key in workload.methods]
         assert rows == expected, workload.name
 
     figures = json.loads((out / "results.json").read_text(encoding="utf-8"))
@@ -163,31 +177,116 @@ def test_file_targets_say_when_measured_at_another_size() -> None:
     ]
     verdicts = judge(results, workloads, settings)
     by_source = {v.source: v for v in verdicts}
-    rate = by_source["SPEC §5, #5"]
+    rate = by_source["product, #5"]
     assert rate.ratio.startswith("2.00x")
     assert rate.met == "yes (measured on 1.00 GiB)"
-    spec_memory = by_source["SPEC §5"]
+    spec_memory = by_source["product"]
     assert spec_memory.met.startswith("**no**")  # 500 MiB > 400 MiB, the worst run counts
     assert "500 MiB" in spec_memory.tilewise
 
 
-def test_missing_packages_name_the_extra(
+def test_first_wave_target_compares_the_default_output_with_out() -> None:
+    workloads = make_workloads(quick=True, file_gib=1 / 32)
+    settings = Settings.make(quick=True, workers=2, file_gib=None)
+    target = (
+        "first-wave, 4 tiles of 0.5 s on threads (4): the default output within 1.1x "
+        "of out= a preallocated array"
+    )
+
+    def verdict(default: float) -> Any:
+        results = [
+            _result("first-wave", "whole", 0.5),
+            _result("first-wave", "tilewise-threads-out", 0.5),
+            _result("first-wave", "tilewise-threads", default),
+        ]
+        (found,) = [v for v in judge(results, workloads, settings) if v.target == target]
+        return found
+
+    waits = verdict(1.0)  # the first tile alone, then the other three
+    assert waits.ratio == "2.00x the time of out="
+    assert waits.met.startswith("**no**")
+    assert "0.500 s" in waits.alternative
+    assert "0.500 s" in waits.reference
+    assert verdict(0.52).met == "yes"
+
+
+def test_missing_packages_name_the_requirements(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(suite.NEEDED, "no_such_module_for_bench", "no-such-package")
-    assert cli.main(["bench", "--quick", "--out", str(tmp_path)]) == 1
+    assert bench_main(["--quick", "--out", str(tmp_path)]) == 1
     error = capsys.readouterr().err
-    assert 'no-such-package: pip install "tilewise[bench]"' in error
+    assert "no-such-package: pip install -r benchmarks/requirements.txt" in error
     assert not any(tmp_path.iterdir())  # nothing ran
 
 
-def test_command_line_names_the_workloads() -> None:
-    assert cli.BENCH_WORKLOADS == NAMES
+def test_command_line_names_the_workloads(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        bench_main(["--only", "nope"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "nope" in error
+    assert all(name in error for name in NAMES)  # the choices are the workloads'
+
+
+def test_the_report_quotes_the_command() -> None:
+    args = build_parser().parse_args(["--quick", "--workers", "3", "--only", "file", "first-wave"])
+    assert command(args) == (
+        "python -m benchmarks --quick --out out/bench --workers 3 --only file first-wave"
+    )
+
+
+def test_the_library_has_no_bench_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["bench", "--quick"])
+    assert exited.value.code == 2
+    assert "bench" in capsys.readouterr().err
+
+
+def test_benchmarks_measure_tilewise_through_its_public_api() -> None:
+    """Every ``tilewise`` import of the benchmarks is public, or one of :data:`ALLOWED_PRIVATE`."""
+    private = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [(alias.name, None) for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                modules = [(node.module, alias.name) for alias in node.names]
+            else:
+                continue
+            for module, name in modules:
+                if module != "tilewise" and not module.startswith("tilewise."):
+                    continue
+                public = module == "tilewise" and not (name or "").startswith("_")
+                if not public and name not in ALLOWED_PRIVATE.get(module, set()):
+                    private.append(f"{path.name}:{node.lineno}: {module} {name or ''}".strip())
+    assert private == []
+
+
+def test_the_wheel_holds_the_package_and_no_benchmark(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "tilewise", "bench", "--only", "nope"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
+        timeout=300,
         check=False,
     )
-    assert done.returncode == 2
-    assert "nope" in done.stderr
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = tmp_path.glob("tilewise-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert {"tilewise/__init__.py", "tilewise/cli.py", "tilewise/py.typed"} <= set(names)
+    dist_info = f"{wheel.name.split('-')[0]}-{wheel.name.split('-')[1]}.dist-info/"
+    assert [n for n in names if not n.startswith(("tilewise/", dist_info))] == []
+    assert [n for n in names if "bench" in n] == []

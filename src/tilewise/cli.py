@@ -131,7 +131,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_apply(commands, common)
     _add_info(commands, common)
     _add_demo(commands)
-    _add_bench(commands)
     return parser
 
 
@@ -258,102 +257,6 @@ def _demo(args: argparse.Namespace) -> int:
     rows, cols = args.size
     run(rows, cols, out_dir=args.out)
     return 0
-
-
-# --- tilewise bench ----------------------------------------------------------------------
-
-BENCH_WORKLOADS = ("square", "slope-python", "slope-pixelwise", "gaussian", "file", "overhead")
-BENCH_EXAMPLES = """\
-examples:
-  tilewise bench --quick --out /tmp/bench      # small images, about a minute
-  tilewise bench --out out/bench               # the full suite, about 10 minutes on 2 cores
-  tilewise bench --only gaussian file --file-gib 4
-
-Each method runs in a process of its own; the report (results.md, results.json,
-bench.png) goes to --out. Needs pip install "tilewise[bench]".
-"""
-
-
-def _add_bench(commands: Any) -> None:
-    bench = commands.add_parser(
-        "bench",
-        help="tilewise side by side with what users pick instead: time, ratios, memory",
-        description="Run the workloads of the benchmark suite (pixel square, per-pixel slope in "
-        "Python and compiled, a Gaussian filter with halo, file to file, per-tile overhead) "
-        "through every tilewise backend and through multiprocessing, dask, scikit-image, "
-        "joblib and numba, each in a process of its own; report medians, ratios to the best "
-        "plain call, megapixels per second and peak memory of the process tree, and judge "
-        "the project's targets.",
-        epilog=BENCH_EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    bench.add_argument(
-        "--quick", action="store_true", help="small images, 2 timed runs, fewer alternatives"
-    )
-    bench.add_argument(
-        "--out",
-        type=Path,
-        default=Path("out/bench"),
-        metavar="DIR",
-        help="folder for results.md, results.json and bench.png (default: out/bench)",
-    )
-    bench.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=None,
-        metavar="N",
-        help="workers of every parallel method (default: the CPUs available)",
-    )
-    bench.add_argument(
-        "--file-gib",
-        type=_positive_float,
-        default=None,
-        metavar="GIB",
-        help="size of the file workload's input (default: 1, or 1/32 with --quick)",
-    )
-    bench.add_argument(
-        "--only",
-        nargs="+",
-        choices=BENCH_WORKLOADS,
-        metavar="WORKLOAD",
-        help=f"run only these workloads: {', '.join(BENCH_WORKLOADS)}",
-    )
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive number")
-    return value
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from tilewise.bench.suite import run_suite
-
-    return run_suite(
-        quick=args.quick,
-        out=args.out,
-        workers=args.workers,
-        file_gib=args.file_gib,
-        only=args.only,
-        command=_bench_command(args),
-    )
-
-
-def _bench_command(args: argparse.Namespace) -> str:
-    """The command, as the report quotes it."""
-    words = ["tilewise", "bench"] + (["--quick"] if args.quick else [])
-    words += ["--out", str(args.out)]
-    if args.workers:
-        words += ["--workers", str(args.workers)]
-    if args.file_gib:
-        words += ["--file-gib", f"{args.file_gib:g}"]
-    if args.only:
-        words += ["--only", *args.only]
-    return " ".join(words)
 
 
 # --- tilewise apply ----------------------------------------------------------------------
@@ -538,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if getattr(args, "scheduler", None) and args.backend not in (None, "dask"):
         parser.error(f"--scheduler runs the tiles on Dask, not with --backend {args.backend}")
-    handlers = {"apply": _apply, "info": _info, "demo": _demo, "bench": _bench}
+    handlers = {"apply": _apply, "info": _info, "demo": _demo}
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         try:

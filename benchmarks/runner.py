@@ -1,7 +1,7 @@
-"""One method of one workload, timed in a process of its own: ``python -m tilewise.bench.runner``.
+"""One method of one workload, timed in a process of its own: ``python -m benchmarks.runner``.
 
 The suite starts one runner per method, so that the memory it samples
-(:mod:`tilewise.bench.memory`) is that method's alone. The runner makes the
+(:mod:`benchmarks.memory`) is that method's alone. The runner makes the
 input, starts a Dask cluster if the method needs one, and then, inside the
 memory window, does a warm-up run and the timed runs. It talks to the suite
 on stdout, one JSON object per line after :data:`PREFIX`, and waits on
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from tilewise.bench.methods import METHODS, Context, Method, Run
-from tilewise.bench.timing import repeats_for
-from tilewise.bench.workloads import (
+from benchmarks.methods import METHODS, Context, Method, Run
+from benchmarks.timing import repeats_for
+from benchmarks.workloads import (
     Workload,
     check_window,
     expected_window,
@@ -201,7 +201,7 @@ def _compile(workload: Workload, method: Method, ctx: Context, setup: dict[str, 
     elif method.key == "numba-prange":
         import numba
 
-        from tilewise.bench.alternatives import prange_slope_kernel
+        from benchmarks.alternatives import prange_slope_kernel
 
         numba.set_num_threads(min(ctx.workers, numba.get_num_threads()))
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The workloads of the suite (SPEC section 5): what is computed, on what, at which size.
+"""The product's benchmark workloads: what is computed, on what, at which size.
 
 Every method of a workload computes the same thing and must give the same
 result as its first method, the best plain call (the whole-array call);
@@ -17,11 +17,16 @@ level, so every method can send them to its workers by reference.
   Zarr), memory bounded whatever the file's size.
 - ``overhead``: ``np.square`` on 64 x 64 tiles: what each tile costs beyond
   its work.
+- ``first-wave``: 4 tiles that each take 0.5 s (a sleep stands for the work)
+  on 4 threads: the default output against ``out=`` a preallocated array.
+  With ``out=`` the 4 tiles run at once, 0.5 s in all; the default output
+  must not cost a wave of its own to learn the result's dtype.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from tilewise._pixelwise import pixelwise
+from tilewise import pixelwise
 
 #: Metres between pixels of the elevation models.
 CELL = 10.0
@@ -38,6 +43,9 @@ SIGMA = 3
 GAUSSIAN_HALO = 12
 #: Zarr chunks of the file workload's input, and tilewise's tiles there.
 FILE_CHUNK = 1024
+#: Seconds each tile of the first-wave workload takes, and the threads it runs on.
+FIRST_WAVE_SECONDS = 0.5
+FIRST_WAVE_WORKERS = 4
 
 
 def slope_at(z, y, x):  # numba compiles it: no annotations
@@ -86,18 +94,29 @@ def mean3(block: np.ndarray) -> np.ndarray:
     return ndi.uniform_filter(block, size=3, mode="reflect")
 
 
+def sleepy(block: np.ndarray) -> np.ndarray:
+    """The first-wave workload's function: :data:`FIRST_WAVE_SECONDS` of waiting, the block back.
+
+    The sleep stands for the work of a slow tile; it holds no CPU, so 4 of
+    them run at once on any machine.
+    """
+    time.sleep(FIRST_WAVE_SECONDS)
+    return block
+
+
 @dataclass(frozen=True)
 class Workload:
     """One job, run by several methods at one size.
 
-    ``methods`` are keys of :data:`tilewise.bench.methods.METHODS`; the first
+    ``methods`` are keys of :data:`benchmarks.methods.METHODS`; the first
     is the reference, the best plain call. ``func`` is what every blockwise
     method applies to a block (tile plus ``halo``), and ``whole`` the plain
     call on the whole image. ``tile`` is tilewise's tile size (``strips``:
     full-width row strips of ``strips`` rows on threads, which suit a
     memory-bound function); ``chunks`` is dask's and scikit-image's chunk
     size, ``blocks`` the number of blocks the hand-written pools and joblib
-    cut the image into.
+    cut the image into. ``workers`` fixes the workers of tilewise's methods
+    whatever ``--workers`` says (None: ``--workers``).
     """
 
     name: str
@@ -114,6 +133,7 @@ class Workload:
     methods: tuple[str, ...]
     strips: int | None = None
     on_files: bool = False
+    workers: int | None = None
 
     @property
     def pixels(self) -> int:
@@ -134,6 +154,10 @@ class Workload:
         if self.on_files:
             text += f", {self.pixels * 4 / 2**30:.2f} GiB"
         return text + ")"
+
+    def workers_for(self, workers: int) -> int:
+        """The workers of tilewise's methods, given the suite's ``--workers``."""
+        return self.workers or workers
 
     def tile_for(self, backend: str) -> tuple[int, int]:
         if backend == "threads" and self.strips is not None:
@@ -220,9 +244,11 @@ OVERHEAD = (
     "dask-threads",
 )
 OVERHEAD_QUICK = ("whole", "tilewise-threads", "tilewise-processes", "dask-threads")
+# The whole-array call is one sleep: the time 4 tiles take on 4 threads at best.
+FIRST_WAVE = ("whole", "tilewise-threads-out", "tilewise-threads")
 
 #: Workload names, in the report's order.
-NAMES = ("square", "slope-python", "slope-pixelwise", "gaussian", "file", "overhead")
+NAMES = ("square", "slope-python", "slope-pixelwise", "gaussian", "file", "overhead", "first-wave")
 
 
 def file_side(gib: float) -> int:
@@ -235,7 +261,7 @@ def file_side(gib: float) -> int:
 
 
 def make_workloads(quick: bool, file_gib: float) -> list[Workload]:
-    """Every workload at the full size (SPEC section 5's), or the quick one.
+    """Every workload at the full size (the product's), or the quick one.
 
     >>> [w.name for w in make_workloads(quick=True, file_gib=0.03)] == list(NAMES)
     True
@@ -334,6 +360,23 @@ def make_workloads(quick: bool, file_gib: float) -> list[Workload]:
             chunks=(64, 64),
             blocks=(overhead_side // 64) ** 2,
             methods=pick(OVERHEAD, OVERHEAD_QUICK),
+        ),
+        # The same at both sizes: 4 tiles of 128 x 128, 2 s or so of runs.
+        Workload(
+            name="first-wave",
+            title=f"the first wave: {FIRST_WAVE_WORKERS} tiles of {FIRST_WAVE_SECONDS:g} s "
+            f"on {FIRST_WAVE_WORKERS} threads, default output against out=",
+            shape=(256, 256),
+            func=sleepy,
+            func_name=f"sleepy (time.sleep({FIRST_WAVE_SECONDS:g}))",
+            whole=sleepy,
+            whole_name=f"one sleep of {FIRST_WAVE_SECONDS:g} s",
+            halo=0,
+            tile=(128, 128),
+            chunks=(128, 128),
+            blocks=4,
+            methods=FIRST_WAVE,
+            workers=FIRST_WAVE_WORKERS,
         ),
     ]
 

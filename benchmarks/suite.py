@@ -1,11 +1,15 @@
-"""``tilewise bench``: every workload through every method, each in a process of its own.
+"""``python -m benchmarks``: every workload through every method, each in a process of its own.
 
-For each workload (:mod:`tilewise.bench.workloads`) and each of its methods
-(:mod:`tilewise.bench.methods`), the suite starts a runner
-(:mod:`tilewise.bench.runner`), samples the memory of the runner's whole
+For each workload (:mod:`benchmarks.workloads`) and each of its methods
+(:mod:`benchmarks.methods`), the suite starts a runner
+(:mod:`benchmarks.runner`), samples the memory of the runner's whole
 process tree while it runs its warm-up and timed runs, and collects its
 timings. Then it writes ``results.md``, ``results.json`` and ``bench.png``
-(:mod:`tilewise.bench.report`) and prints the Markdown.
+(:mod:`benchmarks.report`) and prints the Markdown.
+
+The runners find this package, which is not installed, through
+``PYTHONPATH``: the folder that holds it comes first there, for them and for
+the workers and clusters they start.
 """
 
 from __future__ import annotations
@@ -26,13 +30,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from tilewise.bench.memory import TreeSampler, Usage
-from tilewise.bench.results import QUIET, Result, Settings
+from benchmarks.memory import TreeSampler, Usage
+from benchmarks.results import QUIET, Result, Settings
 
 if TYPE_CHECKING:  # importing workloads imports scipy, which may be missing
-    from tilewise.bench.workloads import Workload
+    from benchmarks.workloads import Workload
 
-#: Modules the suite imports, by the name pip knows them by; ``tilewise[bench]`` has them all.
+#: Modules the suite imports, by the name pip knows them by; benchmarks/requirements.txt pins them.
 NEEDED = {
     "scipy": "scipy",
     "skimage": "scikit-image",
@@ -44,9 +48,13 @@ NEEDED = {
     "zarr": "zarr",
 }
 
+#: The folder that holds this package: the repository's root.
+ROOT = Path(__file__).resolve().parent.parent
+REQUIREMENTS = Path(__file__).resolve().parent / "requirements.txt"
+
 
 def missing_modules() -> list[str]:
-    """The packages of the ``bench`` extra that are not installed."""
+    """The packages of benchmarks/requirements.txt that are not installed."""
     return [
         package for module, package in NEEDED.items() if importlib.util.find_spec(module) is None
     ]
@@ -59,16 +67,21 @@ def run_suite(
     workers: int | None = None,
     file_gib: float | None = None,
     only: Sequence[str] | None = None,
-    command: str = "tilewise bench",
+    command: str = "python -m benchmarks",
 ) -> int:
-    """Run the suite, write its report into ``out``, print it; 1 if a method failed."""
+    """Run the suite, write its report into ``out``, print it; 1 if a method failed.
+
+    A missed target is reported, not a failure: the exit status says whether
+    every method ran and gave the whole-array call's result.
+    """
     missing = missing_modules()
     if missing:
         raise ModuleNotFoundError(
-            f'tilewise bench needs {", ".join(missing)}: pip install "tilewise[bench]"'
+            f"the benchmarks need {', '.join(missing)}: "
+            f"pip install -r {REQUIREMENTS.relative_to(ROOT)}"
         )
-    from tilewise.bench import report
-    from tilewise.bench.workloads import make_workloads
+    from benchmarks import report
+    from benchmarks.workloads import make_workloads
 
     settings = Settings.make(quick, workers, file_gib)
     workloads = [
@@ -99,13 +112,17 @@ def run_suite(
 
 def _run_workload(workload: Workload, settings: Settings, scratch: Path) -> list[Result]:
     """Every method of ``workload``, one after the other; its input files made first."""
-    from tilewise.bench.methods import METHODS
-    from tilewise.bench.workloads import generate_files
+    from benchmarks.methods import METHODS
+    from benchmarks.workloads import generate_files
 
     _say(f"{workload.name}: {workload.size}")
     # The suite's own numba cache: the first process compiles the pixelwise
     # kernel from scratch, and that compile time is reported as such.
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(scratch / "numba-cache")}
+    env = {
+        **os.environ,
+        "NUMBA_CACHE_DIR": str(scratch / "numba-cache"),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *_python_path()]),
+    }
     folder = None
     if workload.on_files:
         folder = scratch / "files"
@@ -126,6 +143,11 @@ def _run_workload(workload: Workload, settings: Settings, scratch: Path) -> list
     if folder is not None:
         shutil.rmtree(folder)
     return results
+
+
+def _python_path() -> list[str]:
+    """The entries of ``PYTHONPATH`` already set, for the runners to keep after :data:`ROOT`."""
+    return [entry for entry in os.environ.get("PYTHONPATH", "").split(os.pathsep) if entry]
 
 
 def _quietest(base: Result, settings: Settings, folder: Path | None, env: dict[str, str]) -> Result:
@@ -192,8 +214,8 @@ def _run_method(
     base: Result, settings: Settings, folder: Path | None, env: dict[str, str]
 ) -> Result:
     """One runner: its timings, and its process tree's peak memory over its runs."""
-    from tilewise.bench.runner import PREFIX
-    from tilewise.bench.runner import settings as runner_settings
+    from benchmarks.runner import PREFIX
+    from benchmarks.runner import settings as runner_settings
 
     most = min(settings.most, 3) if folder is not None else settings.most
     argument = runner_settings(
@@ -210,7 +232,7 @@ def _run_method(
     with (
         tempfile.TemporaryFile("w+", encoding="utf-8") as stderr,
         subprocess.Popen(
-            [sys.executable, "-m", "tilewise.bench.runner", argument],
+            [sys.executable, "-m", "benchmarks.runner", argument],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tilewise.bench.machine import usable_cpus
+from tilewise._cpus import available_cpus
 
 #: Share of all CPUs other processes may take during a method's runs before
-#: the method is measured again (see :func:`tilewise.bench.suite.run_suite`).
+#: the method is measured again (see :func:`benchmarks.suite.run_suite`).
 QUIET = 0.25
 
 
@@ -26,7 +26,7 @@ class Settings:
 
     @classmethod
     def make(cls, quick: bool, workers: int | None, file_gib: float | None) -> Settings:
-        workers = workers or usable_cpus()
+        workers = workers or available_cpus()
         if quick:
             return cls(True, workers, file_gib or 1 / 32, 5, 1, 0.5, 120.0, attempts=1)
         return cls(False, workers, file_gib or 1.0, 25, 3, 5.0, 1800.0, attempts=3)

@@ -10,7 +10,7 @@ import importlib.metadata
 import os
 import platform
 
-from tilewise._plan import available_cpus
+from tilewise._cpus import available_cpus
 
 
 def cpu_model() -> str:
@@ -23,11 +23,6 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on (its affinity), which is what ``nproc`` prints."""
-    return available_cpus()
 
 
 def version(package: str) -> str:
@@ -45,7 +40,8 @@ def machine(packages: tuple[str, ...] = ("numpy",)) -> str:
     True
     """
     versions = ", ".join(f"{name} {version(name)}" for name in packages)
-    return f"nproc {usable_cpus()}, {cpu_model()}; Python {platform.python_version()}, {versions}"
+    python = platform.python_version()
+    return f"nproc {available_cpus()}, {cpu_model()}; Python {python}, {versions}"
 
 
 def system_cpu() -> tuple[float, float] | None:

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from tilewise.bench.machine import machine
-from tilewise.bench.methods import METHODS
-from tilewise.bench.results import QUIET, Result, Settings
-from tilewise.bench.targets import judge
-from tilewise.bench.workloads import Workload
+from benchmarks.machine import machine
+from benchmarks.methods import METHODS
+from benchmarks.results import QUIET, Result, Settings
+from benchmarks.targets import judge
+from benchmarks.workloads import Workload
 
 MIB = 2**20
 PACKAGES = ("numpy", "scipy", "numba", "dask", "distributed", "scikit-image", "joblib", "zarr")
@@ -68,7 +68,7 @@ def markdown(
         else "full run"
     )
     lines = [
-        "# tilewise bench",
+        "# tilewise benchmarks",
         "",
         f"`{command}` ({kind}).",
         "",
@@ -108,7 +108,7 @@ def markdown(
     lines += ["## Every target of issues 2-6 in one table", ""]
     if settings.quick:
         lines += [
-            "The targets are set for the full sizes: run `tilewise bench` without `--quick`.",
+            "The targets are set for the full sizes: run `python -m benchmarks` without `--quick`.",
             "",
         ]
     else:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tilewise.bench.workloads import CELL, mean3
+from benchmarks.workloads import CELL, mean3
 
 Func = Callable[[np.ndarray], np.ndarray]
 Slices = tuple[slice, slice]

@@ -18,7 +18,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from tilewise.bench.machine import system_cpu
+from benchmarks.machine import system_cpu
 
 #: Seconds between samples: short enough to catch a run's peak, long enough
 #: that reading /proc costs the measured run little CPU.

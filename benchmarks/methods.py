@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from tilewise._api import map_tiles
-from tilewise.bench import alternatives
-from tilewise.bench.workloads import Workload, slope
+from benchmarks import alternatives
+from benchmarks.workloads import Workload, slope
+from tilewise import map_tiles
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,9 @@ def _whole_file(ctx: Context) -> Run:
 # --- tilewise --------------------------------------------------------------------------------
 
 
-def _tilewise(backend: str) -> Callable[[Context], Run]:
+def _tilewise(backend: str, into_array: bool = False) -> Callable[[Context], Run]:
+    """A tilewise backend; with ``into_array``, writing into ``out=`` an array made beforehand."""
+
     def build(ctx: Context) -> Run:
         workload = ctx.workload
         settings: dict[str, Any] = {
@@ -107,20 +109,25 @@ def _tilewise(backend: str) -> Callable[[Context], Run]:
         if backend == "dask":
             settings["client"] = ctx.client
         elif backend != "serial":
-            settings["workers"] = ctx.workers
+            settings["workers"] = workload.workers_for(ctx.workers)
         if workload.on_files:
             target = ctx.files / f"tilewise-{backend}.npy"
             return Run(
                 lambda: map_tiles(workload.func, ctx.files / "in.npy", out=target, **settings),
                 _remove(target),
             )
+        if into_array:
+            # Made once, untimed, as a caller who keeps an output buffer would.
+            out = np.empty_like(ctx.array)
+            return Run(lambda: map_tiles(workload.func, ctx.array, out=out, **settings))
         return Run(lambda: map_tiles(workload.func, ctx.array, **settings))
 
     return build
 
 
-def _tilewise_label(backend: str) -> Callable[[Workload, int], str]:
+def _tilewise_label(backend: str, into_array: bool = False) -> Callable[[Workload, int], str]:
     def label(workload: Workload, workers: int) -> str:
+        workers = workload.workers_for(workers)
         where = {
             "serial": "serial",
             "threads": f"threads ({workers})",
@@ -130,7 +137,8 @@ def _tilewise_label(backend: str) -> Callable[[Workload, int], str]:
         files = ".npy -> .npy, " if workload.on_files else ""
         tile = workload.tile_for(backend)
         strips = f"row strips of {tile[0]}" if tile[1] == workload.shape[1] > tile[0] else None
-        return f"tilewise {files}{where}, {strips or 'tile ' + _size(tile)}"
+        into = ", out= a preallocated array" if into_array else ""
+        return f"tilewise {files}{where}, {strips or 'tile ' + _size(tile)}{into}"
 
     return label
 
@@ -256,6 +264,13 @@ METHODS: dict[str, Method] = {
             "tilewise threads",
             _tilewise_label("threads"),
             _tilewise("threads"),
+            tilewise=True,
+        ),
+        Method(
+            "tilewise-threads-out",
+            "tilewise threads out=",
+            _tilewise_label("threads", into_array=True),
+            _tilewise("threads", into_array=True),
             tilewise=True,
         ),
         Method(
