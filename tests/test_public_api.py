@@ -75,6 +75,7 @@ def test_map_tiles_keywords_and_defaults() -> None:
         "boundary": "reflect",
         "cval": 0.0,
         "dtype": None,
+        "casting": "same_kind",
         "workers": None,
         "backend": None,
         "pass_tile": False,

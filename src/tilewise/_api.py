@@ -13,7 +13,7 @@ from numpy.typing import DTypeLike
 from tilewise._kernel import TileKernel, default_backend
 from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
-from tilewise._stages import TileJob
+from tilewise._stages import Casting, TileJob
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.executors import make_executor
 from tilewise.grid import Grid, Tile
@@ -32,6 +32,7 @@ def map_tiles(
     boundary: str = "reflect",
     cval: float = 0.0,
     dtype: DTypeLike | None = None,
+    casting: str = "same_kind",
     workers: int | None = None,
     backend: str | None = None,
     pass_tile: bool = False,
@@ -78,7 +79,17 @@ def map_tiles(
         The fill value for ``boundary="constant"``.
     dtype : dtype, optional
         Output dtype; by default the one numpy promotes the first results to
-        (the first wave: one tile per worker).
+        (the first wave: one tile per worker), or ``out``'s. Given, it is a
+        cast asked for: every result is converted to it as by ``astype``,
+        whatever ``casting`` says (an object result too).
+    casting : {"same_kind", "no", "equiv", "safe", "unsafe"}
+        Which results may go into the output, as in ``numpy.copyto``:
+        a result whose dtype ``numpy.can_cast(result, output, casting)``
+        refuses fails its tile, before it is written. ``"same_kind"`` (the
+        default, as numpy's ``out=``) takes float32 into float64 or int64
+        into float32, but refuses float64 into an int32 ``out``; ``"unsafe"``
+        truncates as ``astype`` does. A result of Python objects is refused
+        whatever the casting, unless ``dtype`` converts it.
     workers : int, optional
         Tiles computed at once; by default the CPUs this process may use.
         With ``"dask"``: the workers of the ``LocalCluster`` started when no
@@ -140,7 +151,8 @@ def map_tiles(
     tilewise.ArgumentError, tilewise.ArgumentTypeError
         A bad argument, before any tile runs (also ``ValueError``/``TypeError``).
     tilewise.TileError
-        ``func`` failed or returned a wrong shape on a tile, which it names.
+        ``func`` failed, or returned a wrong shape or a dtype ``casting``
+        does not let into the output, on a tile, which it names.
     tilewise.WorkerDiedError, tilewise.TileTimeoutError
         With ``"processes"`` or ``"dask"``: a tile killed its worker on every
         attempt; with ``"processes"``: a tile ran past ``timeout``.
@@ -174,6 +186,7 @@ def map_tiles(
         boundary=boundary,
         cval=cval,
         dtype=dtype,
+        casting=casting,
         workers=workers,
         backend=backend,
         pass_tile=pass_tile,
@@ -193,6 +206,8 @@ def map_tiles(
     if plan.resume and output is None:
         raise ArgumentError(f"resume=True: needs out= a file path, not {short_repr(out)}")
     sink = None if out is None or output is not None else open_sink(out, source, plan.tile)
+    if sink is not None and plan.dtype is not None:
+        _check_dtype_fits(plan.dtype, sink.dtype, plan.casting)
     grid = Grid(
         shape=image_shape(source), tile=plan.tile, halo=plan.halo, clip_halo=plan.boundary == "none"
     )
@@ -204,6 +219,7 @@ def map_tiles(
         cval=plan.cval,
         pass_tile=plan.pass_tile,
         dtype=plan.dtype,
+        casting=plan.casting,
     )
     if output is None:
         result = NewArray() if out is None else None
@@ -216,6 +232,16 @@ def map_tiles(
         # A resumed run's output is there already; a new one is made from the first wave.
         _run(replace(job, sink=run.sink), tiles, run, plan, record=run.tile_done)
     return output.path
+
+
+def _check_dtype_fits(dtype: np.dtype, out_dtype: np.dtype, casting: Casting) -> None:
+    """Refuse ``dtype=`` that ``casting`` would not let into ``out``: known before any tile runs."""
+    if not np.can_cast(dtype, out_dtype, casting):
+        raise ArgumentError(
+            f"dtype={dtype.name!r}: casting={casting!r} does not cast {dtype} to out's "
+            f"{out_dtype}; pass dtype={out_dtype.name!r} (or leave dtype out), or "
+            "casting='unsafe' to cast as astype does"
+        )
 
 
 def _run(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import multiprocessing
 import numbers
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from tilewise import _validate as check
 from tilewise._cpus import available_cpus
 from tilewise._optional import import_optional
+from tilewise._stages import CASTINGS, Casting
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
 
@@ -31,6 +32,7 @@ class Plan:
     boundary: str
     cval: float
     dtype: np.dtype | None
+    casting: Casting  # numpy's rule for each result going into the output; dtype= casts regardless
     workers: int | None  # None only with "dask": every thread of the cluster
     backend: str
     pass_tile: bool
@@ -50,6 +52,7 @@ def make_plan(
     boundary: Any,
     cval: Any,
     dtype: Any,
+    casting: Any,
     workers: Any,
     backend: Any,
     pass_tile: Any,
@@ -73,6 +76,7 @@ def make_plan(
         boundary=boundary,
         cval=check.cval(cval, image_dtype, boundary),
         dtype=check.dtype_or_none(dtype),
+        casting=cast(Casting, check.choice("casting", casting, CASTINGS)),
         workers=_workers(workers, backend),
         backend=backend,
         pass_tile=check.flag("pass_tile", pass_tile),

@@ -4,13 +4,20 @@
 tile is handled, in any stage, leaves it as a :class:`~tilewise.TileError`
 naming the tile and the stage, with the original exception chained. Every
 backend runs this function, so a tile's error reads the same on each.
+
+The check stage applies numpy's casting rule to every result, as
+``numpy.copyto(output, result, casting=casting)`` would: ``dtype=``, when
+given, converts the result first (an explicit cast, as ``astype``); then a
+result whose dtype ``numpy.can_cast`` does not let into the output's under
+``casting`` is refused before it is written, and so is an array of Python
+objects, which no worker can share and no file can hold.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 
@@ -30,16 +37,25 @@ class TileJob:
     boundary: str
     cval: float
     pass_tile: bool
-    dtype: np.dtype | None = None
+    dtype: np.dtype | None = None  # dtype=: every result converted to it, as astype does
+    casting: Casting = "same_kind"  # numpy's rule for a result going into the output
     trailing: tuple[int, ...] | None = None  # extra dimensions every result must have
+    output_dtype: np.dtype | None = None  # what every result is cast to, once it is known
+    output_from_wave: bool = False  # the output's dtype came from the first wave's results
 
 
 #: What each stage is called in a tile's error: "<stage> raised OSError: ...".
 READ, CALL, WRITE = "reading its block", "func", "writing its result"
+#: ``dtype=``'s conversion, which may fail (an object array of strings to float).
+CONVERT = "converting its result to dtype="
 #: Making the output from the first wave's results, in a format that may not hold them.
 STORE = "storing its result"
 #: A worker that cannot unpickle the job (func's module missing there) fails its first tile.
 LOAD = "loading func in its worker"
+
+#: numpy's casting rules, from the strictest: what ``casting=`` may be.
+Casting = Literal["no", "equiv", "safe", "same_kind", "unsafe"]
+CASTINGS: tuple[Casting, ...] = get_args(Casting)
 
 
 class ResultMismatch(Exception):  # noqa: N818 - not an error of its own: a TileError's reason
@@ -55,8 +71,12 @@ def run_tile(job: TileJob, tile: Tile) -> np.ndarray | None:
         result = np.asarray(job.func(block, tile) if job.pass_tile else job.func(block))
         core = _trim(result, tile)
         check_extra_dimensions(core, job.trailing)
+        if job.dtype is not None:
+            stage = f"{CONVERT}{job.dtype.name!r}"
+            core = core.astype(job.dtype, copy=False)
+        check_cast(core, job.output_dtype, job.casting, job.output_from_wave)
         if job.sink is None:
-            return core if job.dtype is None else core.astype(job.dtype, copy=False)
+            return core
         stage = WRITE
         job.sink.write(tile.y, tile.x, core)
     except Exception as exc:
@@ -105,3 +125,62 @@ def check_extra_dimensions(core: np.ndarray, trailing: tuple[int, ...] | None) -
             f"func returned extra dimensions {core.shape[2:]} (shape {core.shape}), "
             f"but the output has {trailing}; every tile must return the same"
         )
+
+
+def check_cast(
+    core: np.ndarray, output: np.dtype | None, casting: Casting, from_wave: bool = False
+) -> None:
+    """Refuse a result ``numpy.copyto(output, core, casting=casting)`` would refuse.
+
+    ``output`` None: not known yet (the first wave makes it from the results).
+    An object result is refused whatever the casting: ``dtype=`` converts it
+    before it gets here.
+    """
+    if core.dtype.hasobject:
+        raise ResultMismatch(
+            f"func returned an array of dtype {core.dtype} (Python objects), which cannot be "
+            "shared with workers nor written to files; return a numeric array, or pass "
+            "dtype= the dtype to convert it to, e.g. dtype='float64'"
+        )
+    if output is None or np.can_cast(core.dtype, output, casting):
+        return
+    found, wanted = core.dtype, output
+    try:
+        wider = np.promote_types(found, wanted)
+    except TypeError:  # no common dtype (a string result and a float output)
+        wider = wanted
+    fixes = []
+    if from_wave:
+        origin = ", the dtype of the first wave's results"
+        if wider != wanted:
+            fixes.append(f"dtype={_spelled(wider)!r} for a {wider} output")
+    else:
+        origin = ""
+    fixes.append(f"dtype={_spelled(wanted)!r} to convert every result to {wanted}")
+    allows = next((c for c in CASTINGS if np.can_cast(found, wanted, c)), None)
+    if allows is not None:
+        fixes.append(f"casting={allows!r}{_what_it_does(found, wanted, allows)}")
+    elsewhere = "" if from_wave or wider == wanted else f"; or write into an output of {wider}"
+    raise ResultMismatch(
+        f"func returned {found}, which casting={casting!r} does not cast to the output's "
+        f"{wanted}{origin}; pass {', or '.join(fixes)}{elsewhere}"
+    )
+
+
+def _what_it_does(found: np.dtype, wanted: np.dtype, casting: Casting) -> str:
+    """What ``casting`` does to values of ``found`` cast to ``wanted``, when it loses some."""
+    if casting != "unsafe":
+        return ""
+    if found.kind == "c" and wanted.kind != "c":
+        return " to drop the imaginary part"
+    if found.kind == "f" and wanted.kind in "iu":
+        return " to truncate"
+    return " to cast as astype does"
+
+
+def _spelled(dtype: np.dtype) -> str:
+    """How to write ``dtype`` as ``dtype=``: its name when that names it (not a byte order)."""
+    try:
+        return dtype.name if np.dtype(dtype.name) == dtype else dtype.str
+    except TypeError:
+        return dtype.str

@@ -16,6 +16,13 @@ and the output's dtype does not depend on which tile finishes first. The
 price: the other tiles wait for the slowest tile of the wave (``timeout=``
 bounds a tile that hangs). If several tiles of the wave fail, the first
 failure to arrive is the one raised.
+
+Every result is then held to the output's dtype under ``casting=`` (see
+:mod:`tilewise._stages`): the wave's own results before the output is made
+(they can differ from the dtype they promote to only under ``"no"`` and
+``"equiv"``), and each later tile's before it is written, so a later tile
+returning float64 into an output the wave made int64 fails under
+``"same_kind"`` rather than being truncated.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from tilewise._stages import (
     CALL,
     STORE,
     WRITE,
+    Casting,
     ResultMismatch,
     TileJob,
+    check_cast,
     check_extra_dimensions,
     tile_error,
 )
@@ -69,23 +78,27 @@ class Executor(ABC):
             wave, tiles = tiles[: self._first_wave()], tiles[self._first_wave() :]
             results = list(self._completed(job, wave))
             try:
-                sink = self._create(output, image_shape(job.source), results)
+                sink = self._create(output, image_shape(job.source), results, job.casting)
             except ArgumentError as exc:  # a result the output's format cannot store
                 raise tile_error(results[0][0], STORE, exc)  # noqa: B904 - chains the cause
-            job = replace(job, sink=sink)
+            job = replace(job, sink=sink, output_from_wave=True)
             yield from _written(sink, results)
         assert job.sink is not None
         placed, settle = self._place_sink(job.sink)
-        job = replace(job, sink=placed, trailing=job.sink.shape[2:])
+        job = replace(job, sink=placed, trailing=job.sink.shape[2:], output_dtype=job.sink.dtype)
         yield from (tile for tile, _ in self._completed(job, tiles))
         if settle is not None:
             settle()
 
-    def _create(self, output: Output, shape: tuple[int, int], results: list[Completed]) -> Sink:
+    def _create(
+        self, output: Output, shape: tuple[int, int], results: list[Completed], casting: Casting
+    ) -> Sink:
         """The output: the image's shape, and the first wave's extra dimensions and dtype.
 
         The dtype is the one numpy promotes the wave's results to (int64 and
-        float64 make float64), so no result of the first wave is truncated.
+        float64 make float64), so no result of the first wave is truncated;
+        under ``casting="no"`` or ``"equiv"``, results that differ are refused
+        before the output is made.
         """
         (_, core), *others = results
         assert core is not None
@@ -96,6 +109,12 @@ class Executor(ABC):
             except ResultMismatch as mismatch:
                 raise tile_error(tile, CALL, mismatch) from None
         dtype = np.result_type(*(c for _, c in results if c is not None))
+        for tile, result in results:
+            assert result is not None
+            try:
+                check_cast(result, dtype, casting, from_wave=True)
+            except ResultMismatch as mismatch:
+                raise tile_error(tile, CALL, mismatch) from None
         return output.create(shape + core.shape[2:], dtype, self._allocate)
 
     def _first_wave(self) -> int:
