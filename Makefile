@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+NAMED_SEGMENT_TESTS := tests/test_processes.py tests/test_faults.py tests/test_resume.py \
+	tests/test_dask.py tests/test_sharedmem.py tests/test_stages.py
 
 .PHONY: demo test lint bench clean
 
@@ -21,14 +23,19 @@ $(VENV)/.dev-installed: pyproject.toml benchmarks/requirements.txt | $(BIN)/pyth
 demo: $(VENV)/.demo-installed
 	$(BIN)/tilewise demo --out out
 
+# Then the suites of worker processes again, on the named shared-memory segments
+# that macOS and Windows use (Linux's memfd segments otherwise).
 test: $(VENV)/.dev-installed lint
 	$(BIN)/python -m pytest
+	TILEWISE_SEGMENTS=named $(BIN)/python -m pytest -q $(NAMED_SEGMENT_TESTS)
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/ci.yml
+	$(BIN)/zizmor --offline --quiet .github/workflows/ci.yml
 
 # The whole suite, side by side (about 8 min on 2 cores); the report goes to out/bench.
 # It lives in benchmarks/, beside the package and not in its wheel.

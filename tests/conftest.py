@@ -46,3 +46,16 @@ def make_image() -> ImageMaker:
         return random_image(np.random.default_rng(seed), shape, dtype)
 
     return make
+
+
+@pytest.fixture
+def memfd() -> None:
+    """Skip a test of what only memfd segments do: reuse across runs, Dask workers mapping them.
+
+    The suite runs a second time with ``TILEWISE_SEGMENTS=named``, on the
+    named segments of macOS and Windows, which do neither.
+    """
+    from tilewise.sharedmem import segments
+
+    if not segments.USE_MEMFD:
+        pytest.skip("memfd segments only; TILEWISE_SEGMENTS=named runs the portable path")

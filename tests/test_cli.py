@@ -195,6 +195,14 @@ def test_load_function_by_dotted_name_and_by_file(folder: Path) -> None:
     assert smooth.__module__ == "filters"
 
 
+def test_a_windows_path_splits_at_its_last_colon() -> None:
+    # The drive letter's colon is part of the file; FUNC follows the last one.
+    with pytest.raises(CommandError, match=r"no such file 'C:\\\\work\\\\f.py'"):
+        load_function("C:\\work\\f.py:smooth")
+    with pytest.raises(CommandError, match=r"no such file 'D:/data/filters.py'"):
+        load_function("D:/data/filters.py:smooth")
+
+
 @pytest.mark.usefixtures("isolated_imports")
 def test_load_function_refuses_a_file_shadowed_by_another_module(tmp_path: Path) -> None:
     (tmp_path / "json.py").write_text("def f(block):\n    return block\n")

@@ -35,13 +35,13 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise import ArgumentError, ArgumentTypeError, Tile, TileError, WorkerDiedError
-from tilewise.sharedmem.segments import Segment
 from tilewise.executors import _dask_local, _dask_strips
 from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
 from tilewise.sharedmem import PREFIX, SharedArray, clear_cache
+from tilewise.sharedmem.segments import Segment
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,6 +220,7 @@ def submissions(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[tuple[A
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.usefixtures("memfd")
 def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -258,6 +259,7 @@ def test_a_result_given_to_the_next_run_is_not_copied(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.usefixtures("memfd")
 def test_workers_keep_the_callers_segments_mapped_until_it_lets_go(
     client: Client, image: np.ndarray
 ) -> None:
@@ -291,6 +293,7 @@ def set_mapped_share(share: float) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.usefixtures("memfd")
 def test_workers_drop_the_callers_pages_dask_would_count_against_their_memory(
     client: Client,
 ) -> None:
@@ -332,6 +335,7 @@ def test_a_caller_gone_without_a_word_leaves_nothing_mapped(client: Client) -> N
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.usefixtures("memfd")
 def test_still_held_tells_a_segment_its_owner_let_go_of() -> None:
     shared = SharedArray.create((4, 4), np.uint8)
     mapped = Segment.open(shared.segment.held_spec())
@@ -640,6 +644,7 @@ def wait_for(path: Path, seconds: float = 30) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.usefixtures("memfd")
 def test_memory_a_task_still_maps_after_a_failed_run_is_not_kept_for_reuse(
     client: Client, tmp_path: Path
 ) -> None:
@@ -739,6 +744,9 @@ class RecordingSink:
 
     def sync(self, windows: Any) -> None:
         self.synced.extend(windows)
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.mark.parametrize("elsewhere", [True, False], ids=["other-machine", "client-machine"])

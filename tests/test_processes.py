@@ -250,6 +250,7 @@ def created(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+@pytest.mark.usefixtures("memfd")
 def test_an_input_in_shared_memory_is_not_copied(created: list[int]) -> None:
     with SharedArray.create((40, 30), np.float64) as shared:
         shared.array[:] = np.arange(1200.0).reshape(40, 30)
@@ -264,6 +265,7 @@ def test_an_input_in_shared_memory_is_not_copied(created: list[int]) -> None:
         assert created == [30 * 15 * 8]  # a result fed back in is not copied either
 
 
+@pytest.mark.usefixtures("memfd")
 def test_segments_are_reused_across_calls(created: list[int]) -> None:
     image = np.arange(3000.0).reshape(50, 60)
     for k in range(4):
@@ -273,6 +275,7 @@ def test_segments_are_reused_across_calls(created: list[int]) -> None:
     assert created == [image.nbytes] * 2  # the input's copy and the output, once
 
 
+@pytest.mark.usefixtures("memfd")
 def test_a_segment_still_referenced_is_not_reused(created: list[int]) -> None:
     image = np.arange(3000.0).reshape(50, 60)
     got = tilewise.map_tiles(np.negative, image, tile=16, backend="processes")
@@ -312,7 +315,7 @@ def worker_descriptors(pid: int) -> set[str]:
     return names
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments are Linux's")
+@pytest.mark.usefixtures("memfd")
 def test_workers_drop_segments_the_caller_no_longer_holds() -> None:
     method = tilewise.executors.processes.default_start_method()
     image = np.ones((64, 64))
@@ -348,6 +351,7 @@ def test_pickled_job_carries_names_not_pixels() -> None:
         assert len(pickle_job(job)) < 2000
     finally:
         executor.close()
+        already.shared.unlink()
         already.shared.close()
 
 

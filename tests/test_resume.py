@@ -319,3 +319,43 @@ def test_a_run_killed_with_sigkill_resumes_to_the_same_result(
     uninterrupted = tilewise.map_tiles(smooth, image, tile=40, halo=1, backend="serial")
     np.testing.assert_array_equal(read(out), uninterrupted)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == [out.name]
+
+
+# --- publishing: no process maps the partial output any more ----------------------------------
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files process ``pid`` has memory-mapped, from Linux's /proc/<pid>/maps."""
+    with open(f"/proc/{pid}/maps") as maps:
+        return {parts[5] for line in maps if len(parts := line.split(maxsplit=5)) == 6}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/<pid>/maps")
+@pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr"])
+@pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
+def test_no_process_maps_the_partial_output_when_it_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, suffix: str
+) -> None:
+    """Windows cannot replace a file any process maps: the caller and workers let go first."""
+    import psutil
+
+    from tilewise.io import _files
+
+    seen: list[dict[int, set[str]]] = []
+    publish = _files.publish
+
+    def checked_publish(partial: Path, path: Path) -> None:
+        pids = [os.getpid(), *(child.pid for child in psutil.Process().children(recursive=True))]
+        seen.append({pid: {f for f in mapped_files(pid) if str(partial) in f} for pid in pids})
+        publish(partial, path)
+
+    monkeypatch.setattr(_files, "publish", checked_publish)
+    data = np.random.default_rng(12).random((64, 48)).astype(np.float32)
+    out = tmp_path / f"o{suffix}"
+    tilewise.map_tiles(np.negative, data, tile=16, out=out, backend=backend, workers=2)
+    assert len(seen) == 1
+    (maps,) = seen
+    if backend == "processes":
+        assert len(maps) >= 3  # the caller and both of its workers were looked at
+    assert all(not files for files in maps.values()), maps
+    np.testing.assert_array_equal(read(out), -data)

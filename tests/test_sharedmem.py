@@ -26,8 +26,6 @@ from tilewise.sharedmem import (
     segments,
 )
 
-memfd_only = pytest.mark.skipif(not segments.USE_MEMFD, reason="memfd segments are Linux's")
-
 
 @pytest.fixture(autouse=True)
 def empty_cache() -> Iterator[None]:
@@ -62,6 +60,7 @@ def test_an_array_pickles_as_its_spec_and_another_process_writes_it_in_place() -
         assert (shared.array == 2.5).all()
 
 
+@pytest.mark.usefixtures("memfd")
 def test_a_recycled_input_is_taken_by_the_next_array_of_its_size() -> None:
     first = SharedArray.copy_of(np.arange(12.0))
     name = first.name
@@ -76,6 +75,7 @@ def test_a_recycled_input_is_taken_by_the_next_array_of_its_size() -> None:
         other.recycle()
 
 
+@pytest.mark.usefixtures("memfd")
 def test_a_handed_over_output_is_reused_only_once_its_array_is_gone() -> None:
     shared = SharedArray.create((64,), np.uint8)
     name = shared.name
@@ -92,6 +92,7 @@ def test_a_handed_over_output_is_reused_only_once_its_array_is_gone() -> None:
         after.recycle()
 
 
+@pytest.mark.usefixtures("memfd")
 def test_memory_still_referenced_another_way_is_not_reused() -> None:
     shared = SharedArray.create((32,), np.uint8)
     name = shared.name
@@ -118,7 +119,7 @@ def test_views_are_found_not_copied_and_copies_are_made_of_the_rest() -> None:
         assert SharedArray.find(np.zeros((4, 6))) is None
 
 
-@memfd_only
+@pytest.mark.usefixtures("memfd")
 def test_live_names_are_the_memfd_segments_the_owner_still_holds() -> None:
     shared = SharedArray.create((8,), np.uint8)
     assert shared.name in live_segment_names()
@@ -127,7 +128,7 @@ def test_live_names_are_the_memfd_segments_the_owner_still_holds() -> None:
     assert shared.name not in live_segment_names()
 
 
-@memfd_only
+@pytest.mark.usefixtures("memfd")
 def test_the_attached_side_keeps_one_mapping_per_segment_until_released() -> None:
     shared = SharedArray.create((16,), np.float32)
     try:
@@ -144,7 +145,7 @@ def test_the_attached_side_keeps_one_mapping_per_segment_until_released() -> Non
         shared.recycle()
 
 
-@memfd_only
+@pytest.mark.usefixtures("memfd")
 def test_a_segment_held_through_its_owner_is_dropped_once_the_owner_lets_go() -> None:
     shared = SharedArray.create((1024,), np.uint8)
     shared.array[:] = 3

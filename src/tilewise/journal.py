@@ -409,6 +409,8 @@ class ResumableRun:
                 except Exception:
                     if exc_type is None:
                         raise
+            if self.sink is not None:
+                self.sink.close()  # Windows cannot replace a file this process maps
             if exc_type is None:
                 self.output.publish()
                 remove(self.journal_path)

@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from tilewise.executors._transport import SharedSink, SharedSource
-from tilewise.sharedmem import ArraySpec, SharedArray
+from tilewise.sharedmem import ArraySpec, SharedArray, segments
 from tilewise.sharedmem.attached import held_segment, held_segments
-from tilewise.sharedmem.segments import USE_MEMFD, Segment, SegmentSpec
+from tilewise.sharedmem.segments import Segment, SegmentSpec
 
 __all__ = ["LocalSink", "LocalSource", "workers_share_memory"]
 
@@ -129,7 +129,7 @@ def workers_share_memory(client: Any) -> bool:
     container or as another user, they cannot. The answer is kept for as
     long as the same workers are there. Linux only (memfd segments).
     """
-    if not (sys.platform.startswith("linux") and USE_MEMFD):
+    if not (sys.platform.startswith("linux") and segments.USE_MEMFD):
         return False
     workers = frozenset(client.scheduler_info().get("workers", ()))
     key = (id(client), workers)

@@ -48,6 +48,9 @@ class _ImageInTask:
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         raise RuntimeError("an in-memory image's rows come with each task, not with the job")
 
+    def close(self) -> None:
+        pass
+
 
 class Rows:
     """The rows of an image that one row of tiles reads: ``pieces`` of (first row, rows)."""
@@ -69,6 +72,9 @@ class Rows:
             if first <= rows.start and rows.stop <= first + len(part):
                 return part[rows.start - first : rows.stop - first, cols]
         raise RuntimeError(f"rows {rows.start}:{rows.stop} were not sent with this tile")
+
+    def close(self) -> None:
+        pass
 
 
 def rows_read(tile: Tile, n_rows: int, boundary: str) -> list[tuple[int, int]]:

@@ -16,19 +16,22 @@ import itertools
 import multiprocessing
 import os
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from tilewise.errors import Death
-from tilewise.executors._worker import Release, worker_main
+from tilewise.executors._worker import Release, Released, worker_main
 from tilewise.grid import Tile
 from tilewise.sharedmem import clear_cache, live_segment_names
 
 #: How long a worker told to exit may take before it is killed.
 EXIT_GRACE = 1.0
+#: How long an idle worker may take to say it dropped a job before it is killed.
+RELEASE_GRACE = 10.0
 
 
 @dataclass(eq=False)
@@ -113,13 +116,22 @@ class WorkerPool:
         self.kill(workers)
 
     def release(self) -> None:
-        """Let idle workers drop the last job, and the segments this process no longer holds."""
+        """Have idle workers drop the last job, its files and the segments no longer held.
+
+        Returns once each has (or has died): on Windows, a file output that a
+        worker still maps could not be published.
+        """
         keep = live_segment_names()
+        asked = []
         for worker in self.workers:
             with contextlib.suppress(OSError):  # dead; replaced at the next resize
                 worker.conn.send(Release(keep))
+                asked.append(worker)
             worker.job_id = -1
             worker.segments &= keep
+        for worker in asked:
+            if not _released(worker):
+                self.kill([worker])  # wedged: a worker that cannot say it let go does not stay
 
     def shutdown(self) -> None:
         self.stop(list(self.workers))
@@ -130,6 +142,23 @@ class WorkerPool:
         worker.conn.close()
         if worker in self.workers:
             self.workers.remove(worker)
+
+
+def _released(worker: Worker) -> bool:
+    """Wait for a worker's :class:`Released`, skipping answers of an ended run; False if stuck.
+
+    A worker that dies meanwhile has let go of everything too.
+    """
+    deadline = time.monotonic() + RELEASE_GRACE
+    while (left := deadline - time.monotonic()) > 0:
+        if not wait([worker.conn, worker.process.sentinel], timeout=left):
+            break
+        try:
+            if isinstance(worker.conn.recv(), Released):
+                return True
+        except (EOFError, OSError):
+            return True  # it died: nothing of it maps anything
+    return False
 
 
 # The reusable pools: at most one idle pool per start method, lent to one run at a time.

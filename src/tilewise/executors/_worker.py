@@ -59,9 +59,17 @@ class RunTiles(NamedTuple):
 
 
 class Release(NamedTuple):
-    """Drop the job, and the shared-memory segments but those in ``keep``."""
+    """Drop the job, its files' handles, and the shared-memory segments but those in ``keep``.
+
+    Answered by :class:`Released` once done: Windows cannot replace a file
+    output that any process still maps, so it is published only after that.
+    """
 
     keep: frozenset[str] = frozenset()
+
+
+class Released(NamedTuple):
+    """The job, its files and the segments not kept are no longer mapped here."""
 
 
 class JobLoaded(NamedTuple):
@@ -136,8 +144,13 @@ def worker_main(conn: Connection, parent_alive: Connection, inherited: Connectio
             else:
                 conn.send(JobLoaded(job_id))
         elif isinstance(message, Release):
+            if job is not None:
+                job.source.close()
+                if job.sink is not None:
+                    job.sink.close()
             job = None
             release_attached(message.keep)
+            conn.send(Released())
 
 
 def send_fds(conn: Connection, fds: list[int]) -> None:

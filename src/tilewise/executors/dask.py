@@ -180,6 +180,9 @@ def _compute_tiles(
             job.sink.sync([(tile.y, tile.x) for tile in tiles])
         except Exception as exc:
             raise tile_error(tiles[0], WRITE, exc)  # noqa: B904 - tile_error chains the cause
+    if job.sink is not None:
+        # No mapping of a file output outlives the task: Windows could not publish it.
+        job.sink.close()
     return cores, seconds
 
 

@@ -120,6 +120,11 @@ class Reopening:
             state["path"] = path.absolute()
         return state
 
+    def close(self) -> None:
+        """Drop the handles; a thread still using one keeps it until it is done."""
+        for name in self._handles:
+            setattr(self, name, None)
+
 
 class OutputFile:
     """What every file output shares: the partial file beside it, leftovers, publishing.

@@ -29,6 +29,9 @@ class ArraySource:
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         return self.array[rows, cols]
 
+    def close(self) -> None:
+        pass  # the caller's own array
+
 
 class ArraySink:
     """Writes windows into a numpy array, casting to its dtype."""
@@ -50,6 +53,9 @@ class ArraySink:
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
         self.array[rows, cols] = data
+
+    def close(self) -> None:
+        pass  # the caller's own array
 
 
 class NewArray:

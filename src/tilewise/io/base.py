@@ -53,6 +53,10 @@ class Source(Protocol):
         """The window ``[rows, cols]`` with any trailing dimensions; may be a view."""
         ...
 
+    def close(self) -> None:
+        """Drop this process's handles (memory maps, open files); a later read reopens them."""
+        ...
+
 
 @runtime_checkable
 class Sink(Protocol):
@@ -85,6 +89,14 @@ class Sink(Protocol):
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
         """Store ``data`` at ``[rows, cols]``; windows of different tiles never overlap."""
+        ...
+
+    def close(self) -> None:
+        """Drop this process's handles (memory maps, open files); a later write reopens them.
+
+        Windows cannot replace a file that any process still maps: every
+        process closes its handles on a file output before it is published.
+        """
         ...
 
 

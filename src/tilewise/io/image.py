@@ -75,7 +75,8 @@ class ImageSource(Reopening):
             self.shape, self.dtype = self._array.shape, self._array.dtype
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
-        if self._array is None:
+        array = self._array  # one read of the handle: another thread may close it
+        if array is None:
             array = self._decode()
             if array.shape != self.shape or array.dtype != self.dtype:
                 raise ArgumentError(
@@ -83,7 +84,7 @@ class ImageSource(Reopening):
                     f"not the {self.dtype} {self.shape} its header announced"
                 )
             self._array = array
-        return self._array[rows, cols]
+        return array[rows, cols]
 
     def _decode(self) -> np.ndarray:
         with _pillow("reading .png and .jpg files").open(self.path) as image:
@@ -108,10 +109,11 @@ class ImageOutput(OutputFile):
 
     def publish(self) -> None:
         """Encode the finished result to a temporary file, then rename it into place."""
-        pixels = np.load(self.partial, mmap_mode="r")
+        # Read, not mapped: Windows cannot delete a file this process still maps.
+        pixels = np.load(self.partial)
         if pixels.ndim == 3 and pixels.shape[2] == 1:
             pixels = pixels[:, :, 0]
-        image = _pillow("writing .png and .jpg files").fromarray(np.asarray(pixels))
+        image = _pillow("writing .png and .jpg files").fromarray(pixels)
         temporary = temporary_path(self.path)
         options = {"quality": JPEG_QUALITY} if self.format == "JPEG" else {}
         image.save(temporary, format=self.format, **options)

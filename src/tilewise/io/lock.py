@@ -4,6 +4,10 @@ The lock is the operating system's (``flock``, or ``msvcrt.locking`` on
 Windows), not the lock file's existence: it is released when its holder
 exits, even when killed, so a crash never leaves a stale lock behind. The
 file holds the holder's pid, only to name it in the error.
+
+Windows' locks are mandatory and cover a region of the file: nobody else
+may read a locked byte. So the lock is on one byte far past the pid
+(:data:`LOCKED_BYTE`), which stays readable.
 """
 
 from __future__ import annotations
@@ -14,17 +18,28 @@ from pathlib import Path
 
 from tilewise.errors import ArgumentError
 
-if sys.platform == "win32":
+#: Where the Windows lock is: past any pid, so that the pid can be read while locked.
+LOCKED_BYTE = 2**20
+
+if sys.platform == "win32":  # pragma: no cover - run by the Windows CI job
     import msvcrt
 
     def _try_lock(fd: int) -> None:
+        os.lseek(fd, LOCKED_BYTE, os.SEEK_SET)
         msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, LOCKED_BYTE, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
 
 else:
     import fcntl
 
     def _try_lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 #: Suffix of the lock file beside an output.
@@ -56,6 +71,7 @@ class OutputLock:
             try:
                 _try_lock(fd)
             except OSError:
+                os.lseek(fd, 0, os.SEEK_SET)
                 holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                 os.close(fd)
                 raise ArgumentError(
@@ -71,6 +87,7 @@ class OutputLock:
                 pass
             os.close(fd)
         os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd
         return self
@@ -80,6 +97,7 @@ class OutputLock:
             return
         if sys.platform != "win32":  # Windows cannot remove an open file; the lock file stays
             self.path.unlink(missing_ok=True)
+        _unlock(self._fd)  # Windows wants a region unlocked before its file is closed
         os.close(self._fd)
         self._fd = None
 

@@ -39,9 +39,10 @@ class NpySource(Reopening):
         self._array: np.memmap | None = None
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
-        if self._array is None:
-            self._array = _load(self.path, "image")
-        return np.asarray(self._array[rows, cols])
+        array = self._array  # one read of the handle: another thread may close it
+        if array is None:
+            array = self._array = _load(self.path, "image")
+        return np.asarray(array[rows, cols])
 
 
 class NpySink(Reopening):
@@ -75,9 +76,10 @@ class NpySink(Reopening):
         return cls(path, shape, dtype)
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
-        if self._array is None:
-            self._array = _load(self.path, "out", mode="r+")
-        self._array[rows, cols] = data
+        array = self._array  # one read of the handle: another thread may close it
+        if array is None:
+            array = self._array = _load(self.path, "out", mode="r+")
+        array[rows, cols] = data
 
     def sync(self, windows: Sequence[Window]) -> None:
         fsync_file(self.path)

@@ -227,14 +227,15 @@ class TiffSink(Reopening):
 
     def _open(self) -> np.memmap:
         """The file's pixels as (tile row, tile col, row in tile, col in tile, sample)."""
-        if self._tiles is None:
+        tiles = self._tiles  # one read of the handle: another thread may close it
+        if tiles is None:
             th, tw = self._tile
             grid = (-(-self.shape[0] // th), -(-self.shape[1] // tw))
             samples = self.shape[2] if len(self.shape) == 3 else 1
-            self._tiles = np.memmap(
+            tiles = self._tiles = np.memmap(
                 self.path, self.dtype, "r+", self._offset, (*grid, th, tw, samples)
             )
-        return self._tiles
+        return tiles
 
     def sync(self, windows: Sequence[Window]) -> None:
         fsync_file(self.path)

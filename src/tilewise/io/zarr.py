@@ -74,12 +74,14 @@ class ZarrSource(Reopening):
         self._handles = ("_array", "_cache") if path is not None else ("_cache",)
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
-        if self._cache is None:
-            if self._array is None:
+        cache = self._cache  # one read of the handle: another thread may close it
+        if cache is None:
+            array = self._array
+            if array is None:
                 assert self.path is not None
-                self._array = _open(self.path, "r", "image")
-            self._cache = ChunkCache(self._array, self.chunks)
-        return self._cache.read(rows, cols)
+                array = self._array = _open(self.path, "r", "image")
+            cache = self._cache = ChunkCache(array, self.chunks)
+        return cache.read(rows, cols)
 
 
 class ZarrSink(Reopening):
@@ -131,9 +133,10 @@ class ZarrSink(Reopening):
         return super().__getstate__()
 
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
-        if self._array is None:
-            self._array = _open(self.path, "r+", "out")  # type: ignore[arg-type]
-        self._array[rows, cols] = data
+        array = self._array  # one read of the handle: another thread may close it
+        if array is None:
+            array = self._array = _open(self.path, "r+", "out")  # type: ignore[arg-type]
+        array[rows, cols] = data
 
     def sync(self, windows: Sequence[Window]) -> None:
         """fsync the chunk files of these windows, then the folders their renames changed."""

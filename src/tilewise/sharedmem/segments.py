@@ -47,8 +47,27 @@ _NAME = re.compile(rf"^{PREFIX}(\d+)_[0-9a-f]+$")
 _SHM_DIR = "/dev/shm"
 #: Space left free in /dev/shm for everything else on the machine.
 SHM_HEADROOM = 32 * 2**20
-#: memfd segments on Linux; False: named segments, as on other systems.
-USE_MEMFD = hasattr(os, "memfd_create")
+#: The environment variable that chooses the segments: ``named`` makes Linux use
+#: the named segments of macOS and Windows (to test that path, or where a
+#: sandbox refuses ``memfd_create``); ``memfd``, or nothing, Linux's own.
+SEGMENTS_VARIABLE = "TILEWISE_SEGMENTS"
+
+
+def _use_memfd() -> bool:
+    chosen = os.environ.get(SEGMENTS_VARIABLE, "")
+    if chosen not in ("", "memfd", "named"):
+        warnings.warn(
+            f"tilewise: {SEGMENTS_VARIABLE}={chosen!r}: expected 'memfd' or 'named'; "
+            "using this system's default",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return hasattr(os, "memfd_create") and chosen != "named"
+
+
+#: memfd segments (Linux); False: named segments, as on other systems. Worker
+#: processes inherit the environment, and so the same choice.
+USE_MEMFD = _use_memfd()
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +218,9 @@ def _new_name() -> str:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX only: on Windows, ``os.kill`` terminates it)."""
+    if sys.platform == "win32":
+        raise NotImplementedError("no signal 0 on Windows; named mappings need no cleanup")
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
