@@ -115,21 +115,21 @@ class WorkerPool:
             worker.process.join(EXIT_GRACE)
         self.kill(workers)
 
-    def release(self) -> None:
+    def release(self, wait: bool = False) -> None:
         """Have idle workers drop the last job, its files and the segments no longer held.
 
-        Returns once each has (or has died): on Windows, a file output that a
-        worker still maps could not be published.
+        With ``wait``, returns once each has (or has died): on Windows, a file
+        output that a worker still maps could not be published.
         """
         keep = live_segment_names()
         asked = []
         for worker in self.workers:
             with contextlib.suppress(OSError):  # dead; replaced at the next resize
-                worker.conn.send(Release(keep))
+                worker.conn.send(Release(keep, answer=wait))
                 asked.append(worker)
             worker.job_id = -1
             worker.segments &= keep
-        for worker in asked:
+        for worker in asked if wait else ():
             if not _released(worker):
                 self.kill([worker])  # wedged: a worker that cannot say it let go does not stay
 
@@ -175,9 +175,12 @@ def acquire_pool(start_method: str) -> WorkerPool:
     return pool
 
 
-def release_pool(pool: WorkerPool) -> None:
-    """Return a pool after a run; a second pool of the same method (threads) is stopped."""
-    pool.release()
+def release_pool(pool: WorkerPool, wait: bool = False) -> None:
+    """Return a pool after a run; a second pool of the same method (threads) is stopped.
+
+    ``wait``: until every worker has let go of the run's files (see :meth:`WorkerPool.release`).
+    """
+    pool.release(wait)
     with _lock:
         surplus = _idle.get(pool.start_method) is not None
         if not surplus:

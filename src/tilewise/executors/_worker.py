@@ -61,11 +61,13 @@ class RunTiles(NamedTuple):
 class Release(NamedTuple):
     """Drop the job, its files' handles, and the shared-memory segments but those in ``keep``.
 
-    Answered by :class:`Released` once done: Windows cannot replace a file
-    output that any process still maps, so it is published only after that.
+    With ``answer``, answered by :class:`Released` once done: Windows cannot
+    replace a file output that any process still maps, so a run writing a
+    file publishes it only after that. Other runs do not wait.
     """
 
     keep: frozenset[str] = frozenset()
+    answer: bool = False
 
 
 class Released(NamedTuple):
@@ -150,7 +152,8 @@ def worker_main(conn: Connection, parent_alive: Connection, inherited: Connectio
                     job.sink.close()
             job = None
             release_attached(message.keep)
-            conn.send(Released())
+            if message.answer:
+                conn.send(Released())
 
 
 def send_fds(conn: Connection, fds: list[int]) -> None:

@@ -130,6 +130,7 @@ class ProcessExecutor(Executor):
         self._outputs: list[SharedArray] = []
         self._pool: WorkerPool | None = None
         self._run: Generator[Completed, None, None] | None = None
+        self._wrote_files = False  # a file output: workers must let go of it before it is published
         self._restore_sigterm = _stop_on_sigterm()
         if self.start_method == "fork":
             # A forked worker inherits every mapping its parent has at that moment,
@@ -165,6 +166,7 @@ class ProcessExecutor(Executor):
 
     def _completed(self, job: TileJob, tiles: Sequence[Tile]) -> Iterator[Completed]:
         payload = pickle_job(job)  # an unpicklable func fails here, before any worker starts
+        self._wrote_files |= job.sink is not None and job.sink.path is not None
         if self._pool is None:
             self._pool = acquire_pool(self.start_method)
         shared = [x.shared.segment for x in (job.source, job.sink) if isinstance(x, _SHARED)]
@@ -192,7 +194,7 @@ class ProcessExecutor(Executor):
             finally:
                 # Last: idle workers then drop every segment this process let go.
                 if self._pool is not None:
-                    release_pool(self._pool)
+                    release_pool(self._pool, wait=self._wrote_files)
                 self._restore_sigterm()
 
 
