@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -456,7 +457,7 @@ def test_local_kernel_pickles_by_value_and_keeps_its_settings(image: np.ndarray)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+@pytest.mark.parametrize("start_method", multiprocessing.get_all_start_methods())
 def test_every_start_method(start_method: str, image: np.ndarray) -> None:
     for kernel, reference, boundary in [
         (demo.slope, slope_reference, "reflect"),  # by reference
