@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import settings
 
 #: Every backend the behaviour tests run on; a new backend joins by its name here.
-BACKENDS = ["serial", "threads", "processes"]
+BACKENDS = ["serial", "threads", "processes", "dask"]
 
 # Tile timings depend on thread scheduling and on a shared machine's load:
 # a per-example deadline would only produce flaky failures.
@@ -21,8 +23,71 @@ ImageMaker = Callable[..., np.ndarray]
 
 @pytest.fixture(params=BACKENDS, scope="session")
 def backend(request: pytest.FixtureRequest) -> str:
-    """Each backend in turn; tests that take it must hold on all of them."""
+    """Each backend in turn; tests that take it must hold on all of them.
+
+    Pass ``**backend_options`` to ``map_tiles`` rather than ``backend=backend``: on
+    ``"dask"`` they hold the shared cluster's client.
+    """
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def backend_options(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The ``map_tiles`` options that run on ``backend``: ``backend=``, and on dask the
+    ``client=`` of the one cluster the session's tests share."""
+    if backend == "dask":
+        return {"backend": "dask", "client": request.getfixturevalue("dask_client")}
+    return {"backend": backend}
+
+
+@pytest.fixture(scope="session")
+def dask_client() -> Iterator[Any]:
+    """The cluster of the tests on backend "dask": two single-threaded worker processes
+    behind a scheduler on 127.0.0.1, started at the first such test, for all of them."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from tilewise.executors.dask import MALLOC_TRIM_SETTING
+
+    with (
+        # Else the nanny writes it into this process's os.environ, for every process after.
+        dask.config.set({MALLOC_TRIM_SETTING: None}),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"},  # its health page: not on 8787
+            silence_logs=logging.CRITICAL,  # tiles failing on purpose: no worker tracebacks
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(autouse=True)
+def _dask_runs_on_the_shared_cluster(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test on backend "dask" (from the ``backend`` fixture) that passes no ``client=``
+    runs on the shared cluster too, its current client, not on a cluster of its own."""
+    if _on_the_dask_backend(request):
+        with request.getfixturevalue("dask_client").as_current():
+            yield
+    else:
+        yield
+
+
+def _on_the_dask_backend(request: pytest.FixtureRequest) -> bool:
+    callspec = getattr(request.node, "callspec", None)
+    if callspec is None or callspec.params.get("backend") != "dask":
+        return False
+    for mark in request.node.iter_markers("parametrize"):  # its own "backend" values
+        names = mark.args[0]
+        if "backend" in (
+            [n.strip() for n in names.split(",")] if isinstance(names, str) else names
+        ):
+            return False
+    return True
 
 
 def random_image(rng: np.random.Generator, shape: tuple[int, ...], dtype: object) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -11,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import zarr
+from PIL import Image
 from scipy import ndimage as ndi
 
 import tilewise
@@ -76,16 +79,80 @@ def test_apply_a_library_function_with_keyword_arguments_on_processes(folder: Pa
     np.testing.assert_array_equal(result, expected(folder))
 
 
-def test_info_describes_the_image_and_its_tiling(folder: Path) -> None:
-    done = tilewise_command("info", "scan.tif", "--tile", "64", "--halo", "2", cwd=folder)
+def info_fields(*args: str, cwd: Path) -> dict[str, str]:
+    done = tilewise_command("info", *args, cwd=cwd)
     assert done.returncode == 0, done.stderr
-    fields = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    return dict(line.split(None, 1) for line in done.stdout.splitlines())
+
+
+def test_info_describes_the_image_and_its_tiling(folder: Path) -> None:
+    fields = info_fields("scan.tif", "--tile", "64", "--halo", "2", "--workers", "2", cwd=folder)
     assert fields["shape"] == "130 x 170"
     assert fields["dtype"] == "float32"
     assert fields["format"].startswith("TIFF, tiles (32, 32)")
     assert fields["size"].startswith("86.3 KiB")
     assert fields["tiles"].startswith("3 x 3 = 9 tiles of 64 x 64, blocks with halo 68 x 68")
-    assert fields["memory"].startswith("about ")
+    # Blocks of 68 x 68 overlap up to 4 x 4 of the 32 x 32 tiles, each decoded whole.
+    assert_about(fields["memory"], peak_bytes((68, 68), 4, (32, 32), workers=2), workers=2)
+
+
+def chunks_overlapped(size: int, chunk: int) -> int:
+    """The most chunks of ``chunk`` pixels a window of ``size`` pixels overlaps, wherever it
+    starts along the axis."""
+    return max((start + size - 1) // chunk - start // chunk + 1 for start in range(chunk))
+
+
+def peak_bytes(
+    block: tuple[int, int],
+    pixel_bytes: int,
+    chunks: tuple[int, int] | None,
+    workers: int,
+    whole: int = 0,
+) -> int:
+    """The documented estimate: per running tile, its block three times (as read, padded,
+    the result), the chunks the block overlaps decoded, and an image decoded whole."""
+    decoded = 0
+    if chunks is not None:
+        counts = [chunks_overlapped(size, c) for size, c in zip(block, chunks, strict=True)]
+        decoded = counts[0] * counts[1] * chunks[0] * chunks[1] * pixel_bytes
+    return workers * (3 * block[0] * block[1] * pixel_bytes + decoded + whole)
+
+
+UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def assert_about(memory: str, expected: int, workers: int) -> None:
+    """``memory`` states ``expected`` bytes, to its one decimal, in the largest unit it is
+    at least 1 of, for ``workers`` workers."""
+    match = re.match(r"about ([0-9.]+) (\w+) at peak with (\d+) workers? ", memory)
+    assert match is not None, memory
+    value, unit = float(match[1]), UNITS[match[2]]
+    assert abs(value * unit - expected) <= 0.05 * unit, (memory, expected)
+    assert unit == 1 or 1 <= expected / unit < 1024, (memory, expected)
+    assert int(match[3]) == workers
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".zarr", ".png"])
+def test_info_estimates_the_peak_memory_of_a_run(tmp_path: Path, suffix: str) -> None:
+    rng = np.random.default_rng(3)
+    chunks, whole = None, 0
+    if suffix == ".npy":  # read in place: no chunk to decode
+        image = rng.random((300, 200))
+        np.save(tmp_path / "in.npy", image)
+    elif suffix == ".zarr":
+        image = rng.random((300, 200)).astype(np.float32)
+        chunks = (50, 40)  # blocks of 68 x 68 overlap up to 3 x 3 of them
+        zarr.create_array(str(tmp_path / "in.zarr"), data=image, chunks=chunks)
+    else:
+        image = rng.integers(0, 256, (130, 170, 3), dtype=np.uint8)
+        Image.fromarray(image).save(tmp_path / "in.png")
+        whole = image.nbytes  # decoded whole, by each worker
+    pixel_bytes = image.itemsize * (image.shape[2] if image.ndim == 3 else 1)
+    fields = info_fields(
+        f"in{suffix}", "--tile", "64", "--halo", "2", "--workers", "3", cwd=tmp_path
+    )
+    expected = peak_bytes((68, 68), pixel_bytes, chunks, workers=3, whole=whole)
+    assert_about(fields["memory"], expected, workers=3)
 
 
 @pytest.mark.parametrize("args", [["--help"], ["apply", "--help"], ["info", "--help"]])

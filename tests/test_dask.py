@@ -20,6 +20,7 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -27,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import dask
+import distributed
 import numpy as np
 import pytest
 import zarr
-from distributed import Client, LocalCluster
+from distributed import Client, Event, LocalCluster, WorkerPlugin
 from scipy import ndimage as ndi
 
 import tilewise
@@ -40,7 +42,7 @@ from tilewise.executors import dask as dask_backend
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 from tilewise.io.npy import NpySource
 from tilewise.journal import read_journal
-from tilewise.sharedmem import PREFIX, SharedArray, clear_cache
+from tilewise.sharedmem import PREFIX, SharedArray, attached, clear_cache
 from tilewise.sharedmem.segments import Segment
 
 pytestmark = pytest.mark.timeout(120)
@@ -73,7 +75,29 @@ def client() -> Iterator[Client]:
         ) as cluster,
         Client(cluster) as client,
     ):
+        client.register_plugin(UnmapInTurn())  # on workers restarted later too
         yield client
+
+
+class UnmapInTurn(WorkerPlugin):
+    """On each worker, the watcher's unmapping and the tests' own (:func:`mapped_now`) take
+    turns: once ``mapped_now`` has unmapped what owners let go of, no unmapping is half done
+    (the watcher between taking a segment from the registry and closing it)."""
+
+    name = "tilewise-tests-unmap-in-turn"
+
+    def setup(self, worker: Any) -> None:
+        drop = attached.drop_released
+        if getattr(drop, "in_turn", False):
+            return
+        turns = threading.Lock()
+
+        def drop_in_turn() -> list[str]:
+            with turns:
+                return drop()
+
+        drop_in_turn.in_turn = True  # type: ignore[attr-defined]
+        attached.drop_released = drop_in_turn  # what the watcher calls, every time
 
 
 @pytest.fixture
@@ -104,41 +128,57 @@ def segments_held() -> set[str]:
     return {name.split()[0].removeprefix("/memfd:") for name in held if name.startswith(memfd)}
 
 
-def segments_held_after_gc() -> set[str]:
+def mapped_now() -> set[str]:
+    """On a worker: the segments it maps once it has unmapped those their owners let go of,
+    as its watcher does every :data:`~tilewise.sharedmem.attached.UNMAP_INTERVAL` seconds,
+    and garbage is collected: those live objects still map."""
+    attached.drop_released()
     gc.collect()
     return segments_held()
+
+
+async def _nothing() -> None:
+    pass
 
 
 def assert_released(client: Client, before: set[str]) -> None:
     """Once the run's arrays are gone, no segment made since ``before`` is held here (the reuse
     cache emptied) nor, once their tasks are over, by any worker.
 
-    Dask drops a failed task's state, whose exception's traceback holds the run's
-    frames, on its event loop, soon after the run: the check waits for that.
+    The run releases its Dask futures from the client's event loop (a failed task's
+    state holds its exception, whose traceback holds the run's frames): a call on that
+    loop returns once the releases queued before it are done.
     """
-    deadline = time.monotonic() + 10
-    while True:
-        gc.collect()
-        clear_cache()
-        if not segments_held() - before or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    gc.collect()  # futures collected queue their releases on the loop
+    client.sync(_nothing)
+    gc.collect()
+    clear_cache()
     assert segments_held() - before == set()
-    wait_for_workers_to_unmap(client)
+    assert mapped_by_workers(client, after_tasks=True) == set()
 
 
-def mapped_by_workers(client: Client, *, collect_garbage: bool = False) -> set[str]:
-    """The segments the workers map; ``collect_garbage``: those live objects still map."""
-    held = client.run(segments_held_after_gc if collect_garbage else segments_held)
+def mapped_by_workers(client: Client, *, after_tasks: bool = False) -> set[str]:
+    """The segments the workers map, once they have unmapped those owners let go of: now,
+    or once the tasks they run are over."""
+    held = after_their_tasks(client, mapped_now) if after_tasks else client.run(mapped_now)
     return {name for names in held.values() for name in names}
 
 
-def wait_for_workers_to_unmap(client: Client, seconds: float = 10) -> None:
-    """Until no worker maps a segment, but for garbage its next collection frees."""
-    deadline = time.monotonic() + seconds
-    while held := mapped_by_workers(client, collect_garbage=True):
-        assert time.monotonic() < deadline, f"workers still map {held}"
-        time.sleep(0.05)
+def after_their_tasks(
+    client: Client, func: Callable[[], Any], timeout: float = 60
+) -> dict[str, Any]:
+    """``func()`` on each worker, by address, as a task of its own: on these workers of one
+    thread, after the tasks there, a task still running once its run is over included.
+
+    A worker gone meanwhile never runs it: TimeoutError.
+    """
+    workers = list(client.scheduler_info()["workers"])
+    futures = [
+        client.submit(func, workers=[worker], allow_other_workers=False, pure=False)
+        for worker in workers
+    ]
+    distributed.wait(futures, timeout=timeout)
+    return dict(zip(workers, client.gather(futures), strict=True))
 
 
 def smooth(block: np.ndarray) -> np.ndarray:
@@ -328,10 +368,8 @@ def test_a_caller_gone_without_a_word_leaves_nothing_mapped(client: Client) -> N
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=90, check=True
     )
     theirs = f"{PREFIX}{done.stdout.strip()}_"
-    deadline = time.monotonic() + 10
-    while mapped := {name for name in mapped_by_workers(client) if name.startswith(theirs)}:
-        assert time.monotonic() < deadline, f"workers still map {mapped}"
-        time.sleep(0.05)
+    # Its descriptors closed with it: the workers' next look unmaps its segments.
+    assert {name for name in mapped_by_workers(client) if name.startswith(theirs)} == set()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
@@ -398,7 +436,9 @@ def test_a_large_job_is_a_task_of_its_own_and_tiles_still_spread(
     recorder = PidRecorder(tmp_path)
 
     def shift(block: np.ndarray) -> np.ndarray:
-        time.sleep(0.02)  # long enough for both workers to take tiles
+        # Stands for work: tiles long enough to be worth moving to the other worker, the
+        # job with them (Dask rightly keeps instant tasks where their dependency is).
+        time.sleep(0.02)
         return recorder(block) + table[7]
 
     submitted = submissions(client, monkeypatch)
@@ -494,21 +534,31 @@ def test_quick_tiles_travel_several_to_a_task(
 
 
 class Exclusive:
-    """Notes, in ``clashes``, every tile that started while another was running."""
+    """Notes, in ``clashes``, every tile that started while another was running.
 
-    def __init__(self, folder: Path) -> None:
+    ``until_a_clash``: a tile running waits for another to start (30 s at most, and
+    none once one has); else it lasts 0.05 s, the work a tile allowed beside it would
+    overlap.
+    """
+
+    def __init__(self, folder: Path, *, until_a_clash: bool) -> None:
         self.busy = folder / "busy"
         self.clashes = folder / "clashes"
+        self.clashed = Event(f"clashed-{uuid.uuid4().hex}") if until_a_clash else None
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         try:
             os.close(os.open(self.busy, os.O_CREAT | os.O_EXCL))
         except FileExistsError:
             self.clashes.touch()
+            if self.clashed is not None:
+                self.clashed.set()
             return block
         try:
-            # Held a while, so that two tiles allowed at once would overlap.
-            threading.Event().wait(0.05)
+            if self.clashed is not None:
+                self.clashed.wait(timeout=30)
+            else:
+                time.sleep(0.05)  # stands for work
             return ndi.uniform_filter(block, 9)
         finally:
             self.busy.unlink()
@@ -518,7 +568,7 @@ class Exclusive:
 def test_workers_limits_the_tiles_running_at_once(
     client: Client, image: np.ndarray, tmp_path: Path, workers: int | None, clash: bool
 ) -> None:
-    func = Exclusive(tmp_path)
+    func = Exclusive(tmp_path, until_a_clash=clash)
     got = tilewise.map_tiles(func, image, tile=32, halo=4, workers=workers, client=client)
     assert func.clashes.exists() == clash
     if not clash:
@@ -619,28 +669,29 @@ def test_an_error_in_a_tile_is_a_tile_error_naming_it(
 
 
 class FailWhileAnotherRuns:
-    """Tile (0, 1) fails once tile (0, 2) has started, and (0, 2) ends only when told to,
-    adding 100: a task still running when its run has failed."""
+    """Tile (0, 2) fails once tile (0, 3) has started, and (0, 3) ends only once the test
+    opens the FIFO ``go``, adding 100: a task still running when its run has failed. Both
+    come after the first wave, (0, 0) and (0, 1), which makes the output. FIFOs, not Dask
+    events: Dask ends the wait of a task it cancels.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.started = folder / "started"
         self.go = folder / "go"
+        os.mkfifo(self.started)
+        os.mkfifo(self.go)
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
-        if tile.index == (0, 1):
-            wait_for(self.started)
-            raise ValueError("no good")
         if tile.index == (0, 2):
-            self.started.touch()
-            wait_for(self.go)
+            with open(self.started) as fifo:  # opens once (0, 3) opens it to write
+                fifo.read()
+            raise ValueError("no good")
+        if tile.index == (0, 3):
+            with open(self.started, "w"):
+                pass
+            with open(self.go) as fifo:  # opens once the test opens it to write
+                fifo.read()
         return block + 100
-
-
-def wait_for(path: Path, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never came"
-        time.sleep(0.01)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
@@ -648,16 +699,26 @@ def wait_for(path: Path, seconds: float = 30) -> None:
 def test_memory_a_task_still_maps_after_a_failed_run_is_not_kept_for_reuse(
     client: Client, tmp_path: Path
 ) -> None:
-    """Its late write must land in the failed run's output, never in a later run's."""
+    """Its late write must land in the failed run's output, never in a later run's, and
+    its worker keeps that output mapped until the write is done, however often it looks."""
     func = FailWhileAnotherRuns(tmp_path)
-    before = segments_held()
-    with pytest.raises(TileError, match=r"tile \(0, 1\)"):
-        tilewise.map_tiles(func, np.zeros((16, 48)), tile=16, pass_tile=True, client=client)
-    late = mapped_by_workers(client)
-    assert late  # (0, 2) is still running, the run's input and output mapped
-    gc.collect()
-    assert late.isdisjoint(segments_held())  # not in the reuse cache, not held at all
-    func.go.touch()
+    before, pids = segments_held(), worker_pids(client)
+    with pytest.raises(TileError, match=r"tile \(0, 2\)"):
+        tilewise.map_tiles(func, np.zeros((16, 64)), tile=16, pass_tile=True, client=client)
+    try:
+        late = mapped_by_workers(client)  # as the workers' watcher unmaps, now and then
+        assert late  # (0, 3) is still running, the run's input and output mapped
+        gc.collect()
+        assert late.isdisjoint(segments_held())  # not in the reuse cache, not held at all
+    finally:
+        with open(func.go, "w"):  # (0, 3) goes on, and writes
+            pass
+        try:
+            ended = set(after_their_tasks(client, os.getpid, timeout=20).values())
+        except TimeoutError:
+            ended = set()  # a worker died
+        client.wait_for_workers(2, timeout=60)  # later tests need two
+    assert ended == pids  # (0, 3) has ended, and its write did not kill its worker
     assert_released(client, before)
 
 

@@ -243,7 +243,7 @@ def matrix_params() -> Iterator[Any]:
 
 @pytest.mark.parametrize(("name", "mode", "dtype", "item"), list(matrix_params()))
 def test_tiled_filter_equals_whole_image_filter(
-    backend: str, make_image: Any, name: str, mode: str, dtype: str, item: int
+    backend_options: dict[str, Any], make_image: Any, name: str, mode: str, dtype: str, item: int
 ) -> None:
     func = FILTER_FUNCS[name]
     np_dtype = np.dtype(dtype)
@@ -264,7 +264,7 @@ def test_tiled_filter_equals_whole_image_filter(
             halo=halo,
             boundary=mode,
             cval=cval,
-            backend=backend,
+            **backend_options,
         )
 
         atol = tolerance(name, np_dtype, image)
@@ -279,7 +279,9 @@ def test_tiled_filter_equals_whole_image_filter(
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_halo_larger_than_image_repeats_as_scipy(backend: str, make_image: Any, mode: str) -> None:
+def test_halo_larger_than_image_repeats_as_scipy(
+    backend_options: dict[str, Any], make_image: Any, mode: str
+) -> None:
     image = make_image((3, 4), np.float64)
     for name, radius in [("gaussian", 11), ("uniform", 9), ("median", 13)]:
         func = FILTER_FUNCS[name]
@@ -290,7 +292,7 @@ def test_halo_larger_than_image_repeats_as_scipy(backend: str, make_image: Any, 
             halo=radius,
             boundary=mode,
             cval=2.5,
-            backend=backend,
+            **backend_options,
         )
         if scipy_is_the_oracle(name, mode, radius, image.shape):
             expected = func(image, radius, mode, 2.5)
@@ -320,7 +322,7 @@ def as_pair(value: int | tuple[int, int]) -> tuple[int, int]:
     seed=st.integers(0, 2**16),
 )
 def test_any_geometry_matches_scipy(
-    backend: str,
+    backend_options: dict[str, Any],
     make_image: Any,
     shape: tuple[int, int, tuple[int, ...]],
     tile: int | tuple[int, int],
@@ -346,7 +348,7 @@ def test_any_geometry_matches_scipy(
             return ndi.median_filter(a, footprint=footprint, mode=mode, cval=7)
 
     got = tilewise.map_tiles(
-        func, image, tile=tile, halo=halo, boundary=mode, cval=7, backend=backend
+        func, image, tile=tile, halo=halo, boundary=mode, cval=7, **backend_options
     )
     if name == "median" and not scipy_is_the_oracle(name, mode, max(hy, hx), image.shape):
         widths = [(hy, hy), (hx, hx)] + [(0, 0)] * (image.ndim - 2)
@@ -399,7 +401,9 @@ def clipped_halo(grid: Grid, tile: Tile) -> Halo:
     )
 
 
-def test_none_gives_edge_tiles_only_existing_context(backend: str, make_image: Any) -> None:
+def test_none_gives_edge_tiles_only_existing_context(
+    backend_options: dict[str, Any], make_image: Any
+) -> None:
     image = make_image((23, 37), np.float32)
     grid = Grid(shape=(23, 37), tile=(7, 10), halo=(3, 12))
 
@@ -410,7 +414,7 @@ def test_none_gives_edge_tiles_only_existing_context(backend: str, make_image: A
 
     report = tilewise.map_tiles(
         report_tiles(existing_context), image, tile=(7, 10), halo=(3, 12), boundary="none",
-        pass_tile=True, backend=backend,
+        pass_tile=True, **backend_options,
     )  # fmt: skip
     expected = expected_report(grid, lambda t: clipped_halo(grid, t))
     assert np.array_equal(report, expected)
@@ -419,20 +423,22 @@ def test_none_gives_edge_tiles_only_existing_context(backend: str, make_image: A
     # A block-sized result is trimmed by the halo the tile had, not the one requested.
     same = tilewise.map_tiles(
         lambda b, t: b, image, tile=(7, 10), halo=(3, 12), boundary="none", pass_tile=True,
-        backend=backend,
+        **backend_options,
     )  # fmt: skip
     assert np.array_equal(same, image)
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_none_equals_whole_image_filter(backend: str, make_image: Any, mode: str) -> None:
+def test_none_equals_whole_image_filter(
+    backend_options: dict[str, Any], make_image: Any, mode: str
+) -> None:
     image = make_image((23, 37), np.int32)
     r = 4
 
     def smooth(a: np.ndarray) -> np.ndarray:
         return ndi.uniform_filter(a, 2 * r + 1, mode=mode, cval=5)
 
-    got = tilewise.map_tiles(smooth, image, tile=6, halo=r, boundary="none", backend=backend)
+    got = tilewise.map_tiles(smooth, image, tile=6, halo=r, boundary="none", **backend_options)
     whole = smooth(image)
     # Inside, every block holds the full reach of the filter.
     assert np.array_equal(got[r:-r, r:-r], whole[r:-r, r:-r])
@@ -447,74 +453,82 @@ def test_none_equals_whole_image_filter(backend: str, make_image: Any, mode: str
 # --- outputs ---------------------------------------------------------------------------
 
 
-def test_dtype_casts_every_tile(backend: str, make_image: Any) -> None:
+def test_dtype_casts_every_tile(backend_options: dict[str, Any], make_image: Any) -> None:
     image = make_image((23, 37), np.float64)
-    got = tilewise.map_tiles(lambda b: b * 1.5, image, tile=5, dtype=np.int16, backend=backend)
+    got = tilewise.map_tiles(lambda b: b * 1.5, image, tile=5, dtype=np.int16, **backend_options)
     assert got.dtype == np.int16
     assert np.array_equal(got, (image * 1.5).astype(np.int16))
     got32 = tilewise.map_tiles(
-        lambda b: b / 3, image, tile=(4, 9), dtype="float32", backend=backend
+        lambda b: b / 3, image, tile=(4, 9), dtype="float32", **backend_options
     )
     assert got32.dtype == np.float32
     assert np.array_equal(got32, (image / 3).astype(np.float32))
 
 
-def test_dtype_defaults_to_the_first_result(backend: str, make_image: Any) -> None:
+def test_dtype_defaults_to_the_first_result(
+    backend_options: dict[str, Any], make_image: Any
+) -> None:
     image = make_image((23, 37), np.uint8)
-    got = tilewise.map_tiles(lambda b: b.astype(np.float32) / 2, image, tile=8, backend=backend)
+    got = tilewise.map_tiles(lambda b: b.astype(np.float32) / 2, image, tile=8, **backend_options)
     assert got.dtype == np.float32
     assert np.array_equal(got, image.astype(np.float32) / 2)
 
 
-def test_extra_dimensions_come_from_the_first_tile(backend: str, make_image: Any) -> None:
+def test_extra_dimensions_come_from_the_first_tile(
+    backend_options: dict[str, Any], make_image: Any
+) -> None:
     image = make_image((23, 37), np.float64)
     three = tilewise.map_tiles(
-        lambda b: np.stack([b, 2 * b, -b], axis=-1), image, tile=6, halo=2, backend=backend
+        lambda b: np.stack([b, 2 * b, -b], axis=-1), image, tile=6, halo=2, **backend_options
     )
     assert three.shape == (23, 37, 3)
     assert np.array_equal(three, np.stack([image, 2 * image, -image], axis=-1))
     rgb = make_image((23, 37, 3), np.int32)
-    summed = tilewise.map_tiles(lambda b: b.sum(axis=-1), rgb, tile=5, halo=1, backend=backend)
+    summed = tilewise.map_tiles(lambda b: b.sum(axis=-1), rgb, tile=5, halo=1, **backend_options)
     assert np.array_equal(summed, rgb.sum(axis=-1))
     outer = tilewise.map_tiles(
-        lambda b: b[..., None, None] * np.ones((2, 4)), image, tile=9, backend=backend
+        lambda b: b[..., None, None] * np.ones((2, 4)), image, tile=9, **backend_options
     )
     assert outer.shape == (23, 37, 2, 4)
     assert np.array_equal(outer[..., 1, 3], image)
 
 
 @pytest.mark.parametrize("layout", ["C", "F", "strided"])
-def test_out_is_written_and_returned(backend: str, make_image: Any, layout: str) -> None:
+def test_out_is_written_and_returned(
+    backend_options: dict[str, Any], make_image: Any, layout: str
+) -> None:
     image = make_image((23, 37), np.float32)
     out = laid_out(np.full((23, 37), -1.0), layout)
     got = tilewise.map_tiles(
-        lambda b: ndi.uniform_filter(b, 3), image, tile=7, halo=1, out=out, backend=backend
+        lambda b: ndi.uniform_filter(b, 3), image, tile=7, halo=1, out=out, **backend_options
     )
     assert got is out
     assert np.array_equal(out, ndi.uniform_filter(image, 3).astype(np.float64))
 
 
-def test_out_with_extra_dimensions(backend: str, make_image: Any) -> None:
+def test_out_with_extra_dimensions(backend_options: dict[str, Any], make_image: Any) -> None:
     image = make_image((11, 13), np.uint16)
     out = np.zeros((11, 13, 2), np.int64)
-    tilewise.map_tiles(lambda b: np.stack([b, b], -1), image, tile=4, out=out, backend=backend)
+    tilewise.map_tiles(lambda b: np.stack([b, b], -1), image, tile=4, out=out, **backend_options)
     assert np.array_equal(out, np.stack([image, image], -1))
 
 
-def test_core_sized_result_is_taken_as_is(backend: str) -> None:
+def test_core_sized_result_is_taken_as_is(backend_options: dict[str, Any]) -> None:
     image = np.zeros((23, 37), np.uint8)
 
     def tile_number(block: np.ndarray, tile: Tile) -> np.ndarray:
         return np.full(tile.core_shape, 10 * tile.index[0] + tile.index[1], np.int32)
 
     got = tilewise.map_tiles(
-        tile_number, image, tile=(7, 10), halo=(2, 3), pass_tile=True, backend=backend
+        tile_number, image, tile=(7, 10), halo=(2, 3), pass_tile=True, **backend_options
     )
     rows, cols = np.indices(image.shape)
     assert np.array_equal(got, 10 * (rows // 7) + cols // 10)
 
 
-def test_pass_tile_gives_each_tile_its_block(backend: str, make_image: Any) -> None:
+def test_pass_tile_gives_each_tile_its_block(
+    backend_options: dict[str, Any], make_image: Any
+) -> None:
     image = make_image((23, 37), np.int32)
     padded = np.pad(image, ((2, 2), (14, 14)), mode="wrap")
 
@@ -523,19 +537,21 @@ def test_pass_tile_gives_each_tile_its_block(backend: str, make_image: Any) -> N
 
     report = tilewise.map_tiles(
         report_tiles(padded_window), image, tile=(7, 10), halo=(2, 14), boundary="wrap",
-        pass_tile=True, backend=backend,
+        pass_tile=True, **backend_options,
     )  # fmt: skip
     grid = Grid(shape=(23, 37), tile=(7, 10), halo=(2, 14))
     assert np.array_equal(report, expected_report(grid, lambda t: Halo(2, 2, 14, 14)))
 
 
 @pytest.mark.parametrize("boundary", ["reflect", "constant", "none"])
-def test_block_is_read_only(backend: str, make_image: Any, boundary: str) -> None:
+def test_block_is_read_only(
+    backend_options: dict[str, Any], make_image: Any, boundary: str
+) -> None:
     image = make_image((23, 37), np.float64)
     before = image.copy()
     writeable = tilewise.map_tiles(
         lambda b: np.full(b.shape[:2], b.flags.writeable), image, tile=7, halo=2,
-        boundary=boundary, backend=backend,
+        boundary=boundary, **backend_options,
     )  # fmt: skip
     assert not writeable.any()
 
@@ -544,7 +560,7 @@ def test_block_is_read_only(backend: str, make_image: Any, boundary: str) -> Non
         return block
 
     with pytest.raises(TileError) as caught:
-        tilewise.map_tiles(scribble, image, tile=7, halo=2, boundary=boundary, backend=backend)
+        tilewise.map_tiles(scribble, image, tile=7, halo=2, boundary=boundary, **backend_options)
     assert "read-only" in str(caught.value)
     assert np.array_equal(image, before)
 
@@ -568,13 +584,17 @@ def test_result_does_not_depend_on_tile_or_backend(make_image: Any) -> None:
 # --- progress --------------------------------------------------------------------------
 
 
-def test_progress_bar_reaches_the_total(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
-    tilewise.map_tiles(np.negative, np.ones((9, 8)), tile=(3, 2), progress=True, backend=backend)
+def test_progress_bar_reaches_the_total(
+    backend_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tilewise.map_tiles(np.negative, np.ones((9, 8)), tile=(3, 2), progress=True, **backend_options)
     err = capsys.readouterr().err
     assert "12/12" in err
     assert "tile" in err
 
 
-def test_no_progress_bar_by_default(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
-    tilewise.map_tiles(np.negative, np.ones((9, 8)), tile=(3, 2), backend=backend)
+def test_no_progress_bar_by_default(
+    backend_options: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    tilewise.map_tiles(np.negative, np.ones((9, 8)), tile=(3, 2), **backend_options)
     assert capsys.readouterr().err == ""

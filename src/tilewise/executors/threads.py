@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from queue import SimpleQueue
+from queue import Empty, SimpleQueue
 
 from tilewise._stages import TileJob, run_tile
 from tilewise.executors.base import Completed, Executor
@@ -16,6 +16,8 @@ from tilewise.grid import Tile
 #: caller's thread for each small tile would cost more than the tile.
 REPORT_EVERY = 0.01
 
+#: Seconds the caller's thread waits for reports at a time, so that it sees a Ctrl-C.
+SIGNAL_CHECK = 0.1
 #: What a worker thread puts on the queue: tiles it finished and the failure
 #: that stopped it, if any; or None once it has no more tiles to take.
 _Report = tuple[list[Completed], "BaseException | None"] | None
@@ -52,6 +54,7 @@ class ThreadExecutor(Executor):
                     try:
                         finished.append((tile, run_tile(job, tile)))
                     except BaseException as exc:
+                        stop.set()  # the others finish the tile they hold, and take no other
                         reports.put((finished, exc))
                         finished = []
                         return
@@ -62,11 +65,17 @@ class ThreadExecutor(Executor):
                 reports.put((finished, None))
                 reports.put(None)
 
-        threads = [self._pool.submit(work) for _ in range(min(self.workers, len(tiles)))]
-        try:
+        threads = []
+        try:  # a Ctrl-C while the threads start stops them too
+            threads = [self._pool.submit(work) for _ in range(min(self.workers, len(tiles)))]
             running = len(threads)
             while running:
-                report = reports.get()
+                try:
+                    # Not blocked for good: a Ctrl-C that lands just before the
+                    # wait is handled within a wake-up, not at the next report.
+                    report = reports.get(timeout=SIGNAL_CHECK)
+                except Empty:
+                    continue
                 if report is None:
                     running -= 1
                     continue

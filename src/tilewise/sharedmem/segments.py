@@ -154,8 +154,18 @@ class Segment:
             self.fd = None
 
     def close(self) -> None:
-        """Drop the descriptor and mapping; arrays still using the mapping keep it."""
+        """Drop the descriptor and mapping; arrays still using the mapping keep it.
+
+        An array over the mapping holds a reference to it, not a buffer export,
+        so ``mmap.close()`` would unmap memory the array still uses (a segfault
+        at its next touch): the mapping is closed only when nothing else refers
+        to it, and otherwise goes with its last reference.
+        """
         self.release()
+        getrefcount = getattr(sys, "getrefcount", None)
+        # Two references: this attribute and getrefcount's argument.
+        if getrefcount is not None and getrefcount(self.mapping) > 2:
+            return
         with contextlib.suppress(BufferError):
             self.mapping.close()
 
