@@ -19,6 +19,7 @@ from tilewise.executors import make_executor
 from tilewise.grid import Grid, Tile
 from tilewise.io import NewArray, Output, is_path, open_output, open_sink, open_source
 from tilewise.io.base import image_shape
+from tilewise.io.masked import with_mask
 from tilewise.io.open import short_repr
 from tilewise.journal import ResumableRun, run_identity
 
@@ -61,10 +62,18 @@ def map_tiles(
         trimmed off) or the core tile's. Further dimensions must agree
         between tiles. Or a :func:`~tilewise.pixelwise` kernel, run over
         the core pixels of each tile.
-    image : numpy.ndarray, zarr.Array or path
+    image : numpy.ndarray, numpy.ma.MaskedArray, zarr.Array, dask.array.Array or path
         Shape (H, W) or (H, W, C), any dtype and memory layout; or the path
         of a ``.npy``, ``.tif``/``.tiff``, ``.zarr``, ``.png`` or ``.jpg``
-        file, read window by window (PNG and JPEG are decoded whole).
+        file, read window by window (PNG and JPEG are decoded whole). A
+        dask array is computed window by window, each tile computing only
+        the chunks its block overlaps, where the tile runs. A masked array
+        must be of floats: masked pixels reach ``func`` as NaN (the halo
+        beyond the edge too), and the result is a masked array, masked
+        where the image was and wherever a float result is NaN; a plain
+        numpy ``out=`` gets NaN there, a file or zarr array the results as
+        they are. An integer masked array is refused (pass
+        ``image.astype("float32")``, or ``image.filled(value)``).
     tile : int or (int, int)
         Core tile size in (rows, cols); tiles on the bottom and right edges
         are smaller.
@@ -111,7 +120,10 @@ def map_tiles(
         tile by tile by the workers, with nothing whole-image in memory:
         peak memory is about ``workers`` x 2 (tiles in flight) x the
         block's bytes in and out, whatever the image size. The file appears
-        at ``out`` only once complete (see :mod:`tilewise.journal`).
+        at ``out`` only once complete (see :mod:`tilewise.journal`), and
+        replaces what was there, as ``numpy.save`` and rasterio's ``"w"``
+        mode do (a folder that is not a Zarr store is refused);
+        ``tilewise apply`` refuses an existing output unless ``--overwrite``.
     progress : bool
         Show a progress bar (tiles, rate, ETA) on stderr.
     start_method : {"fork", "spawn", "forkserver"}, optional
@@ -144,7 +156,8 @@ def map_tiles(
     -------
     numpy.ndarray, zarr.Array or pathlib.Path
         Shape (H, W) plus the extra dimensions of ``func``'s results; ``out``
-        when given (as a :class:`~pathlib.Path` for a file).
+        when given (as a :class:`~pathlib.Path` for a file); for a masked
+        ``image``, a ``numpy.ma.MaskedArray``.
 
     Raises
     ------
@@ -224,7 +237,8 @@ def map_tiles(
     if output is None:
         result = NewArray() if out is None else None
         _run(job, list(grid), result, plan)
-        return out if result is None else result.array
+        # A masked image's mask goes to the result (tilewise.io.masked).
+        return with_mask(source, out if result is None else result.array, made=result is not None)
     identity = run_identity(source, func if kernel is None else kernel, plan)
     # A file run holds the output's lock until its workers have stopped.
     with ResumableRun(output, identity, plan.resume, plan.tile) as run:

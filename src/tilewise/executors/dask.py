@@ -66,7 +66,7 @@ import traceback
 import uuid
 from collections import deque
 from collections.abc import Generator, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,7 @@ from tilewise._stages import LOAD, WRITE, TileJob, run_tile, tile_error
 from tilewise.errors import SchedulerUnreachableError, TileError, WorkerDiedError
 from tilewise.executors._dask_local import LocalSink, LocalSource, workers_share_memory
 from tilewise.executors._dask_strips import InMemorySource, Rows, Strips
+from tilewise.executors._signals import stop_on_sigterm
 from tilewise.executors._transport import pickle_job, shared_copy
 from tilewise.executors.base import Completed, Executor, Settle, copy_back
 from tilewise.grid import Tile
@@ -221,14 +222,20 @@ class DaskExecutor(Executor):
         self.max_workers = workers
         self._cluster: Any = None
         self._own_client = client is None
-        if client is None and scheduler is not None:
-            client = _connect(distributed, scheduler)
-        elif client is None:
-            with contextlib.suppress(ValueError):  # no client yet: start a cluster below
-                client = distributed.default_client()
-            self._own_client = client is None
-        if client is None:
-            client = self._start_cluster(distributed, workers or available_cpus())
+        # From here SIGTERM unwinds as Ctrl-C does: a cluster started here is closed.
+        self._restore_sigterm = stop_on_sigterm()
+        try:
+            if client is None and scheduler is not None:
+                client = _connect(distributed, scheduler)
+            elif client is None:
+                with contextlib.suppress(ValueError):  # no client yet: start a cluster below
+                    client = distributed.default_client()
+                self._own_client = client is None
+            if client is None:
+                client = self._start_cluster(distributed, workers or available_cpus())
+        except BaseException:
+            self._restore_sigterm()
+            raise
         self.client = client
         self._killed_worker: type[Exception] = distributed.KilledWorker
         self._as_completed = distributed.as_completed
@@ -330,10 +337,13 @@ class DaskExecutor(Executor):
                     shared.hand_over()  # reused once the array returned is gone
             self._inputs.clear()
             self._outputs.clear()
-            if self._own_client:
-                self.client.close()
-            if self._cluster is not None:
-                self._cluster.close()
+            try:
+                if self._own_client:
+                    self.client.close()
+                if self._cluster is not None:
+                    self._cluster.close()
+            finally:
+                self._restore_sigterm()
 
     def _tasks(self, job: TileJob, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:
         # An output in this process alone: tasks return their core and it is written here.
@@ -349,10 +359,28 @@ class DaskExecutor(Executor):
             )
         strips = Strips(self.client, name, job) if isinstance(job.source, InMemorySource) else None
         pending = deque(tiles)
-        running: dict[Any, tuple[Tile, ...]] = {}
+        # Tiles of a task that killed its workers on every attempt, to run again one by
+        # one, each alone (see _result); with the task they were first in.
+        suspects: deque[tuple[Tile, tuple[Tile, ...]]] = deque()
+        running: dict[Any, _InFlight] = {}
         completed = self._as_completed(with_results=True, raise_errors=False, loop=self.client.loop)
 
+        def send(group: tuple[Tile, ...], key: tuple[Any, ...], first: tuple[Tile, ...]) -> None:
+            for other in running.values():
+                other.alone = False
+            pieces = None if strips is None else strips.acquire(list(group))
+            future = self.client.submit(
+                compute_tiles, shipped, pieces, group, key=key, pure=False
+            )  # fmt: skip
+            running[future] = _InFlight(group, first, alone=not running)
+            completed.add(future)
+
         def submit() -> None:
+            if suspects:
+                if not running:  # alone: a worker's death is then this tile's doing
+                    tile, first = suspects.popleft()
+                    send((tile,), (f"{name}-alone", *tile.index), first)
+                return
             while pending and len(running) < self._pace.in_flight():
                 size = self._pace.tiles_per_task(len(pending))
                 row = pending[0].index[0]
@@ -361,31 +389,30 @@ class DaskExecutor(Executor):
                     if strips is not None and pending[0].index[0] != row:
                         break  # one row of tiles: one strip of the image
                     group.append(pending.popleft())
-                pieces = None if strips is None else strips.acquire(group)
-                future = self.client.submit(
-                    compute_tiles, shipped, pieces, tuple(group), key=(name, *group[0].index),
-                    pure=False,
-                )  # fmt: skip
-                running[future] = tuple(group)
-                completed.add(future)
+                send(tuple(group), (name, *group[0].index), tuple(group))
 
         try:
             if strips is not None:
                 strips.count(tiles)
             submit()
             for future, result in completed:
-                group = running.pop(future)
+                task = running.pop(future)
                 try:
-                    cores, seconds = self._result(future, result, group)
+                    done = self._result(future, result, task)
                 finally:
                     # Dask keeps a task's exception, whose traceback will hold
                     # this frame and the run's arrays, for as long as its key.
                     future.release()
+                if done is None:
+                    suspects.extend((tile, task.first) for tile in task.group)
+                    submit()
+                    continue
+                cores, seconds = done
                 if strips is not None:
-                    strips.release(group)
+                    strips.release(task.group)
                 self._pace.observe(seconds)
                 submit()
-                for tile, core in zip(group, cores, strict=True):
+                for tile, core in zip(task.group, cores, strict=True):
                     if here is not None:
                         assert core is not None
                         here.write(tile.y, tile.x, core)
@@ -401,11 +428,19 @@ class DaskExecutor(Executor):
                 shipped.release()
 
     def _result(
-        self, future: Any, result: Any, group: tuple[Tile, ...]
-    ) -> tuple[list[np.ndarray | None], float]:
-        """The task's results, or its failure as the error naming the tile."""
+        self, future: Any, result: Any, task: _InFlight
+    ) -> tuple[list[np.ndarray | None], float] | None:
+        """The task's results, or its failure as the error naming the tile.
+
+        None: the task killed the workers it ran on, on every attempt, but
+        not as one tile alone on the cluster, so which tile did is not known:
+        Dask counts a death against every task the worker held (its tiles,
+        and the tasks queued beside it). Its tiles then run again one by one,
+        each alone, and each with the scheduler's allowed failures of its own.
+        """
         if future.status == "finished":
             return result
+        group = task.group
         tile = group[0]
         together = "" if len(group) == 1 else f" (run in one task with {_others(group)})"
         try:
@@ -413,18 +448,34 @@ class DaskExecutor(Executor):
         except TileError:
             raise
         except self._killed_worker as exc:
+            if len(group) > 1 or not task.alone:
+                return None
             killed: Any = exc
+            if task.first != group:
+                before = "" if len(task.first) == 1 else f" with {_others(task.first, tile)}"
+                alone = f" when it ran alone, after its first task{before} had killed its workers"
+            else:
+                alone = ""
             raise WorkerDiedError(
                 tile,
-                f"the Dask worker running it{together} died on all "
-                f"{killed.allowed_failures + 1} attempts (the scheduler's "
-                f"distributed.scheduler.allowed-failures is {killed.allowed_failures}); "
-                f"the last was {killed.last_worker.address}",
+                f"the Dask worker running it died on all {killed.allowed_failures + 1} "
+                f"attempts{alone} (the scheduler's distributed.scheduler.allowed-failures is "
+                f"{killed.allowed_failures}); the last was {killed.last_worker.address}",
             ) from exc
         except Exception as exc:
             error = tile_error(tile, f"its Dask task{together}", exc)
             raise error from exc
         raise AssertionError(f"future {future.key!r} erred but raised nothing")
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A task submitted: its tiles, the task they were first sent in, and whether it has had
+    the cluster to itself (no other task of the run in flight) since it was submitted."""
+
+    group: tuple[Tile, ...]
+    first: tuple[Tile, ...]
+    alone: bool
 
 
 class _Pace:
@@ -485,8 +536,10 @@ def _task_prefix(func: Any) -> str:
     return "tilewise_" + ("".join(c for c in name if c.isalnum() or c == "_") or "func")
 
 
-def _others(group: tuple[Tile, ...]) -> str:
-    return f"tiles {', '.join(str(t.index) for t in group[1:])}"
+def _others(group: tuple[Tile, ...], tile: Tile | None = None) -> str:
+    """The tiles of ``group`` but ``tile`` (by default its first)."""
+    others = [t for t in group if t != (group[0] if tile is None else tile)]
+    return f"tile{'s' * (len(others) > 1)} {', '.join(str(t.index) for t in others)}"
 
 
 def _connect(distributed: Any, scheduler: str) -> Any:

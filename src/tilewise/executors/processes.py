@@ -43,13 +43,10 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from multiprocessing.connection import wait
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -58,6 +55,7 @@ from tilewise._cpus import available_cpus
 from tilewise._stages import LOAD, TileJob
 from tilewise.errors import Death, TileError, TileTimeoutError, WorkerDiedError
 from tilewise.executors._pool import Worker, WorkerPool, acquire_pool, release_pool, shutdown
+from tilewise.executors._signals import stop_on_sigterm as _stop_on_sigterm
 from tilewise.executors._transport import SharedSink, SharedSource, pickle_job, shared_copy
 from tilewise.executors._worker import (
     JobFailed,
@@ -386,27 +384,3 @@ class _Run:
                     f"still running after timeout={self.timeout:g} s; "
                     f"its worker process (pid {worker.pid}) was killed",
                 )
-
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM (a batch scheduler's time limit) unwind like Ctrl-C; returns the undo.
-
-    Only when SIGTERM would otherwise kill the process outright (the default
-    handler) and in the main thread, where Python runs signal handlers.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-        return lambda: None  # the application has its own plan
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-
-    def restore() -> None:
-        if signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    return restore
-
-
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # 128 + signal number: the exit status a shell reports for a process killed by it.
-    raise SystemExit(128 + signum)

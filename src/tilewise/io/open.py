@@ -17,7 +17,9 @@ from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.io._files import OutputFile, check_exists, check_writable_parent
 from tilewise.io.array import ArraySink, ArraySource
 from tilewise.io.base import Sink, Source
+from tilewise.io.dask_array import DaskArraySource, is_dask_array
 from tilewise.io.image import ImageOutput, ImageSource
+from tilewise.io.masked import MaskedSource, check_out, is_masked
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.zarr import ZarrOutput, ZarrSink, ZarrSource, check_tile_aligned, is_zarr_array
@@ -48,7 +50,7 @@ def is_path(value: Any) -> TypeGuard[str | os.PathLike[str]]:
 
 
 def open_source(image: Any) -> Source:
-    """A checked source for a numpy array, a zarr array or a path to an image file.
+    """A checked source for a numpy (or masked) array, a zarr or dask array, or an image's path.
 
     Examples
     --------
@@ -65,12 +67,16 @@ def open_source(image: Any) -> Source:
         what = f"image={str(image)!r}"
     elif is_zarr_array(image):
         source, what = ZarrSource(image), "image"
+    elif is_dask_array(image):
+        source, what = DaskArraySource(image), "image"
+    elif is_masked(image):  # before ndarray, which it is: its mask must not be dropped
+        source, what = MaskedSource(image), "image"
     elif isinstance(image, np.ndarray):
         source, what = ArraySource(image), "image"
     else:
         raise ArgumentTypeError(
             f"image={short_repr(image)}: must be a numpy array of shape (H, W) or (H, W, C), "
-            "a zarr array, or the path of a .npy, .tif, .zarr, .png or .jpg file"
+            "a zarr or dask array, or the path of a .npy, .tif, .zarr, .png or .jpg file"
         )
     if len(source.shape) not in (2, 3) or 0 in source.shape:
         raise ArgumentError(
@@ -131,7 +137,9 @@ def open_sink(out: Any, source: Source, tile: tuple[int, int]) -> Sink:
             raise ArgumentError(
                 "out: shares memory with image; writing a tile would change its neighbours' halos"
             )
-        sink = ArraySink(out)
+        check_out(source, out)
+        # A masked image's out= masked array gets the data here, its mask once the run is done.
+        sink = ArraySink(np.ma.getdata(out) if isinstance(source, MaskedSource) else out)
     else:
         raise ArgumentTypeError(
             f"out={short_repr(out)}: must be None, a numpy or zarr array, or a file path"
