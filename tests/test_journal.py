@@ -244,3 +244,22 @@ def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     assert (tmp_path / "o.npy.tilewise-lock").exists()  # the file stays; the lock does not
     with OutputLock(out):
         pass
+
+
+def test_a_dask_array_is_recognised_by_its_graph_without_computing_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dask.array as da
+
+    from tilewise.io.dask_array import DaskArraySource
+    from tilewise.journal import input_identity
+
+    def no_reading(*args: object) -> None:
+        raise AssertionError("the identity of a dask array read its pixels")
+
+    monkeypatch.setattr(DaskArraySource, "read", no_reading)
+    data = np.arange(600.0).reshape(20, 30)
+    same = input_identity(DaskArraySource(da.from_array(data, chunks=10)))
+    assert same == input_identity(DaskArraySource(da.from_array(data, chunks=10)))
+    other = input_identity(DaskArraySource(da.from_array(data + 1, chunks=10)))
+    assert other["dask_graph"] != same["dask_graph"]

@@ -50,6 +50,7 @@ from tilewise.errors import ArgumentError
 from tilewise.grid import Tile
 from tilewise.io import Allocate, FileOutput, FileSink, Source
 from tilewise.io._files import fsync_dir, remove, temporary_path
+from tilewise.io.dask_array import DaskArraySource
 from tilewise.io.lock import OutputLock
 
 #: Seconds between commits; 0 commits each tile before the next is recorded.
@@ -83,9 +84,13 @@ def run_identity(source: Source, func: Callable[..., Any], plan: Plan) -> dict[s
 
 
 def input_identity(source: Source) -> dict[str, Any]:
-    """A file by path, size and modification time; an in-memory image by sampled rows."""
+    """A file by path, size and modification time; a dask array by the name of its graph
+    (a token of what it computes: sampling its rows would compute chunks in the caller);
+    an in-memory image by sampled rows."""
     found: dict[str, Any] = {"shape": source.shape, "dtype": source.dtype.str}
-    path = getattr(source, "path", None)
+    if isinstance(source, DaskArraySource):
+        return {**found, "dask_graph": str(source.array.name)}
+    path = source.path
     if path is not None:
         size, mtime_ns = _stat_tree(Path(path))
         return {"path": str(Path(path).resolve()), "size": size, "mtime_ns": mtime_ns, **found}
