@@ -275,3 +275,20 @@ def test_load_function_refuses_a_file_shadowed_by_another_module(tmp_path: Path)
     (tmp_path / "json.py").write_text("def f(block):\n    return block\n")
     with pytest.raises(CommandError, match="a module named 'json' is already imported"):
         load_function(f"{tmp_path / 'json.py'}:f")
+
+
+def test_an_existing_output_is_refused_unless_overwrite(folder: Path) -> None:
+    args = ["apply", "numpy:negative", "scan.tif", "kept.npy", "--tile", "64"]
+    assert tilewise_command(*args, cwd=folder).returncode == 0
+    before = (folder / "kept.npy").stat().st_mtime_ns
+    again = tilewise_command(*args, cwd=folder)
+    assert again.returncode == 1
+    assert (
+        again.stderr
+        == "tilewise: error: OUTPUT='kept.npy': exists; pass --overwrite to replace it\n"
+    )
+    assert (folder / "kept.npy").stat().st_mtime_ns == before  # not a byte written
+    assert not list(folder.glob("kept.npy.tilewise-*"))
+    replaced = tilewise_command(*args, "--overwrite", cwd=folder)
+    assert replaced.returncode == 0, replaced.stderr
+    assert (folder / "kept.npy").stat().st_mtime_ns != before

@@ -313,7 +313,7 @@ def test_a_big_tiff_output_is_created_without_writing_its_size(tmp_path: Path) -
         (lambda p: np.save(p / "x.npy", np.zeros(5)), r"shape \(5,\)"),
         (lambda p: np.save(p / "x.npy", np.zeros((0, 5))), r"non-empty"),
         (lambda p: np.save(p / "x.npy", np.array([[None]]), allow_pickle=True), "memory-mapped"),
-        (lambda p: (p / "x.npy").write_text("not numpy"), "memory-mapped"),
+        (lambda p: (p / "x.npy").write_text("not numpy"), r"x.npy': not a readable .npy file"),
         (
             lambda p: tifffile.imwrite(p / "x.tif", np.zeros((4, 9, 9)), photometric="minisblack"),
             r"axes 'QYX'",
@@ -485,3 +485,14 @@ def test_a_chunk_cache_reads_what_zarr_reads(
             window = (slice(y, min(y + size[0], shape[0])), slice(x, min(x + size[1], shape[1])))
             np.testing.assert_array_equal(cache.read(*window), array[window])
             assert len(cache._decoded) * cache.chunk_bytes <= max(budget, cache.chunk_bytes)
+
+
+def test_a_truncated_npy_names_the_file_and_what_is_missing(tmp_path: Path) -> None:
+    np.save(tmp_path / "x.npy", np.zeros((40, 30)))
+    data = (tmp_path / "x.npy").read_bytes()
+    (tmp_path / "x.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(tilewise.ArgumentError, match=r"x.npy': .*cut short"):
+        tilewise.map_tiles(np.negative, tmp_path / "x.npy", backend="serial")
+    (tmp_path / "x.npy").write_bytes(b"")
+    with pytest.raises(tilewise.ArgumentError, match=r"x.npy': not a readable .npy file"):
+        tilewise.map_tiles(np.negative, tmp_path / "x.npy", backend="serial")

@@ -473,3 +473,13 @@ def test_every_start_method(start_method: str, image: np.ndarray) -> None:
             workers=2,
         )
         np.testing.assert_allclose(result, reference(image, boundary), rtol=1e-6, atol=1e-4)
+
+
+@pytest.mark.parametrize("define", ["def f(z): return z", "def f(z, y, x, w): return z[y, x]"])
+def test_a_kernel_of_the_wrong_signature_is_named_when_decorated(define: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(define, namespace)
+    with pytest.raises(
+        ArgumentError, match=r"pixelwise kernel 'f' takes \(.*\), expected f\(z, y, x\)"
+    ):
+        tilewise.pixelwise(radius=1)(namespace["f"])  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ tilewise writes the loop over the pixels, compiles it with numba (see
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 import threading
 from collections.abc import Callable
@@ -133,6 +134,7 @@ def pixelwise(
     def decorate(func: Callable[..., Any]) -> Pixelwise:
         if not callable(func):
             raise ArgumentTypeError(f"pixelwise decorates a function f(z, y, x), not {func!r}")
+        _check_signature(func)
         return Pixelwise(
             func,
             radius=radius,
@@ -144,6 +146,26 @@ def pixelwise(
         )
 
     return decorate
+
+
+def _check_signature(func: Callable[..., Any]) -> None:
+    """Refuse a function that cannot be called as f(z, y, x), before any tile runs.
+
+    A builtin, whose signature Python cannot tell, is left to numba's compile step.
+    """
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, 0, 0)
+    except TypeError:
+        name = getattr(func, "__qualname__", repr(func))
+        shown = signature.replace(return_annotation=inspect.Signature.empty)
+        raise ArgumentError(
+            f"pixelwise kernel {name!r} takes {shown}, expected "
+            f"{getattr(func, '__name__', 'f')}(z, y, x): the block and one pixel's row and column"
+        ) from None
 
 
 class Pixelwise:

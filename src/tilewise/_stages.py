@@ -2,8 +2,9 @@
 
 :func:`run_tile` is also the one failure boundary: whatever fails while a
 tile is handled, in any stage, leaves it as a :class:`~tilewise.TileError`
-naming the tile and the stage, with the original exception chained. Every
-backend runs this function, so a tile's error reads the same on each.
+naming the tile and the stage, with the original exception chained; reading
+and writing also name the file or store, when there is one. Every backend
+runs this function, so a tile's error reads the same on each.
 
 The check stage applies numpy's casting rule to every result, as
 ``numpy.copyto(output, result, casting=casting)`` would: ``dtype=``, when
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -80,15 +82,30 @@ def run_tile(job: TileJob, tile: Tile) -> np.ndarray | None:
         stage = WRITE
         job.sink.write(tile.y, tile.x, core)
     except Exception as exc:
+        stage = located(stage, job.source, job.sink)
         raise tile_error(tile, stage, exc)  # noqa: B904 - tile_error chains the cause
     return None
+
+
+def located(stage: str, source: Source | None = None, sink: Sink | None = None) -> str:
+    """``stage`` naming the file or store it reads (``READ``) or writes (``WRITE``), if any.
+
+    Only for an error: a path is absolute once pickled to a worker, so making
+    it absolute here too gives every backend the same text.
+    """
+    if stage == READ and source is not None and source.path is not None:
+        return f"{READ} from {str(Path(source.path).absolute())!r}"
+    if stage == WRITE and sink is not None and sink.path is not None:
+        return f"{WRITE} to {str(Path(sink.path).absolute())!r}"
+    return stage
 
 
 def tile_error(tile: Tile, stage: str, exc: Exception) -> TileError:
     """``exc``, raised in ``stage`` of ``tile``, as the TileError that names both.
 
     For failures around :func:`run_tile` too (a Dask task that cannot load
-    its job), so that every tile's error has this one phrasing.
+    its job; a write in the caller, whose stage :func:`located` names the
+    file), so that every tile's error has this one phrasing.
     """
     if isinstance(exc, ResultMismatch):
         error = TileError(tile, str(exc))

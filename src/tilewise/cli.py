@@ -1,9 +1,13 @@
 """The ``tilewise`` command line, a thin front end over the public API.
 
 User errors (a missing file, an unknown format, a function that cannot be
-found, a refused resume) print one line on stderr and exit with 1; a
-malformed command line exits with 2 (argparse's convention); Ctrl-C exits
-with 130. ``--debug`` shows the traceback instead.
+found, a refused resume, an OUTPUT that exists) print one line on stderr and
+exit with 1; a malformed command line exits with 2 (argparse's convention);
+Ctrl-C exits with 130. ``--debug`` shows the traceback instead.
+
+``tilewise apply`` never replaces an existing OUTPUT unless ``--overwrite``
+says so, as ``rio`` does: a run that took hours is not lost to a recalled
+shell line. The Python API replaces, as ``numpy.save`` does.
 """
 
 from __future__ import annotations
@@ -34,14 +38,17 @@ examples:
   tilewise apply scipy.ndimage:median_filter scan.tif smooth.tif --halo 2 -k size=5
   tilewise apply filters.py:slope dem.npy slope.zarr --tile 1024 --halo 1 --boundary nearest
   tilewise apply my_lab.steps:denoise big.zarr clean.npy --workers 8 --resume
+  tilewise apply filters.py:slope dem.npy slope.zarr --halo 1 --overwrite
   tilewise apply filters.py:slope /data/dem.zarr /data/slope.zarr --halo 1 --scheduler tcp://sched:8786
 
 MODULE is an importable module (dotted name) or the path of a .py file; FUNC
 is called as FUNC(block) on each tile plus HALO pixels of context, and must
 return the block's or the core tile's shape. Formats come from the suffixes:
-.npy .tif .tiff .zarr .png .jpg. The output appears only once complete; an
-interrupted run leaves OUTPUT.tilewise-partial and OUTPUT.tilewise-journal,
-and the same command with --resume computes only the tiles still missing.
+.npy .tif .tiff .zarr .png .jpg. An existing OUTPUT is refused before any
+tile runs; --overwrite replaces it, once the new one is complete. The output
+appears only once complete; an interrupted run leaves OUTPUT.tilewise-partial
+and OUTPUT.tilewise-journal, and the same command with --resume computes
+only the tiles still missing.
 With --scheduler, the tiles run on that Dask cluster: its workers read INPUT
 and write OUTPUT themselves, so both must be on storage every worker sees at
 the same path.
@@ -171,6 +178,11 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
     )
     apply.add_argument(
         "--resume", action="store_true", help="finish an interrupted run of the same command"
+    )
+    apply.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUTPUT if it exists, once the new one is complete (default: refuse it)",
     )
     apply.add_argument(
         "-k",
@@ -333,6 +345,9 @@ def _import_file(path: Path, spec: str) -> ModuleType:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    # Before anything else: importing FUNC may take long, and the answer is known now.
+    if not args.overwrite and os.path.lexists(args.output):
+        raise CommandError(f"OUTPUT={args.output!r}: exists; pass --overwrite to replace it")
     from tilewise._api import map_tiles
 
     func = load_function(args.func)

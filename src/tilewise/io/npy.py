@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+import os
+import pickle
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 
@@ -12,17 +15,67 @@ from tilewise.errors import ArgumentError
 from tilewise.io._files import OutputFile, Reopening, fsync_file, reserve
 from tilewise.io.base import Window
 
+#: The bytes every .npy file starts with (numpy.lib.format.MAGIC_PREFIX).
+_SIGNATURE = b"\x93NUMPY"
+
 
 def _load(path: Path, what: str, mode: Literal["r", "r+"] = "r") -> np.memmap:
     try:
         array = np.load(path, mmap_mode=mode)
-    except ValueError as exc:
+    except FileNotFoundError:
+        raise
+    except (EOFError, ValueError, OSError, pickle.UnpicklingError) as exc:
         raise ArgumentError(
-            f"{what}={str(path)!r}: cannot be memory-mapped as .npy ({exc})"
+            f"{what}={str(path)!r}: not a readable .npy file ({_why_unreadable(path, exc)})"
         ) from exc
     if not isinstance(array, np.memmap):
         raise ArgumentError(f"{what}={str(path)!r}: holds no single array")
     return array
+
+
+def _why_unreadable(path: Path, exc: BaseException) -> str:
+    """numpy's reason, unless the file's bytes tell a plainer one.
+
+    numpy reads a file without the .npy signature as a pickle, and says a text
+    file holds "pickled (object) data"; a file cut short in its data fails to
+    map with "mmap length is greater than file size".
+    """
+    try:
+        with open(path, "rb") as file:
+            start = file.read(len(_SIGNATURE))
+            short = _cut_short(file) if start == _SIGNATURE else None
+    except OSError:
+        start, short = None, None
+    if start == b"":
+        return "the file is empty"
+    if start is not None and start != _SIGNATURE:
+        if _SIGNATURE.startswith(start):
+            return f"cut short: {len(start)} bytes, in the .npy signature"
+        return f"it does not start with the .npy signature {_SIGNATURE!r}"
+    if short is not None:
+        return short
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, EOFError) else str(exc)
+
+
+def _cut_short(file: BinaryIO) -> str | None:
+    """How much of its data a .npy file lacks, if its header reads and it lacks some."""
+    file.seek(0)
+    try:
+        version = np.lib.format.read_magic(file)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, _, dtype = read_header(file)
+    except (ValueError, KeyError, EOFError):  # numpy's own reason says it better
+        return None
+    needed = file.tell() + math.prod(shape) * dtype.itemsize
+    size = os.fstat(file.fileno()).st_size
+    if size >= needed:
+        return None
+    return (
+        f"cut short: {size} bytes, where its header's {dtype} array of shape {shape} needs {needed}"
+    )
 
 
 class NpySource(Reopening):
