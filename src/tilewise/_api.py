@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import DTypeLike
 
+from tilewise import _validate as check
 from tilewise._kernel import TileKernel, default_backend
 from tilewise._plan import Plan, make_plan
 from tilewise._progress import progress_bar
@@ -19,8 +20,11 @@ from tilewise.executors import make_executor
 from tilewise.grid import Grid, Tile
 from tilewise.io import NewArray, Output, is_path, open_output, open_sink, open_source
 from tilewise.io.base import image_shape
+from tilewise.io.geo import NO_GEOREFERENCE
 from tilewise.io.masked import with_mask
-from tilewise.io.open import short_repr
+from tilewise.io.nodata import FROM_INPUT, MarkNodata, nodata_rule, with_nodata
+from tilewise.io.open import georeference_of, short_repr
+from tilewise.io.tiff_encode import make_encoding
 from tilewise.journal import ResumableRun, run_identity
 
 
@@ -38,6 +42,13 @@ def map_tiles(
     backend: str | None = None,
     pass_tile: bool = False,
     out: np.ndarray | str | os.PathLike[str] | Any | None = None,
+    nodata: float | str | None = FROM_INPUT,
+    out_nodata: float | None = None,
+    metadata: bool = True,
+    compression: str | None = None,
+    level: int | None = None,
+    cog: bool = False,
+    overview_resampling: str = "average",
     progress: bool = False,
     start_method: str | None = None,
     retries: int | None = None,
@@ -124,6 +135,41 @@ def map_tiles(
         replaces what was there, as ``numpy.save`` and rasterio's ``"w"``
         mode do (a folder that is not a Zarr store is refused);
         ``tilewise apply`` refuses an existing output unless ``--overwrite``.
+        A ``.tif`` output of a GeoTIFF ``image`` is georeferenced as the
+        image is (see ``metadata``).
+    nodata : float, None or "input"
+        The value of pixels that carry no value; by default the GeoTIFF
+        image's own (its GDAL nodata tag), else none. They reach ``func`` as
+        NaN, an integer image being read as floats for that (``float32``
+        up to 16 bits, else ``float64``), and so do NaN pixels of a float
+        image; the halo beyond the image's edge is padded from those NaN.
+        The output holds ``out_nodata`` wherever the image had nodata (in
+        any band) and wherever a float result is NaN.
+    out_nodata : float, optional
+        The output's nodata value, declared in a ``.tif`` output; by default
+        the image's nodata value if the output's dtype holds it, else NaN
+        for a float output (an integer output that cannot hold the image's
+        value needs one). Given alone, it marks NaN results and NaN pixels.
+    metadata : bool
+        Carry a GeoTIFF image's georeferencing to a ``.tif`` output: its CRS,
+        geotransform (rotation terms included), GCPs, RPCs, pixel-is-area or
+        -point, and band descriptions when the band count is unchanged.
+        ``False`` writes none of it (nodata is set by ``out_nodata``).
+    compression : {"zstd", "deflate", "lzw", "jpeg"}, optional
+        Compress a ``.tif`` output's tiles (256 x 256), with a predictor
+        for the lossless codecs; ``"jpeg"`` for 8-bit images of 1 or 3
+        bands. The tiles are encoded once all are computed, on every CPU;
+        the uncompressed result needs room on disk beside the output meanwhile.
+    level : int, optional
+        The codec's level (zstd 1-22, default 9; deflate 1-9, default 6)
+        or JPEG's quality (1-100, default 75): GDAL's defaults.
+    cog : bool
+        Write a ``.tif`` output as a Cloud-Optimized GeoTIFF (GDAL's COG
+        driver, through rasterio: tiles of 512, overviews built from the
+        result), compressed per ``compression``.
+    overview_resampling : str
+        How ``cog=True`` makes its overviews: "average" (the default),
+        "nearest", "bilinear", "cubic", "cubicspline", "lanczos", "mode" or "rms".
     progress : bool
         Show a progress bar (tiles, rate, ETA) on stderr.
     start_method : {"fork", "spawn", "forkserver"}, optional
@@ -189,7 +235,13 @@ def map_tiles(
     """
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
+    user_func = func
     source = open_source(image)
+    encoding = make_encoding(compression, level, cog, overview_resampling)
+    georeference = georeference_of(source)
+    rule = nodata_rule(nodata, out_nodata, source.dtype, georeference.nodata)
+    if rule is not None:
+        source = with_nodata(source, rule.nodata)
     kernel = func if isinstance(func, TileKernel) else None
     if halo is None:
         halo = 0 if kernel is None else kernel.radius
@@ -215,7 +267,17 @@ def map_tiles(
     )
     if kernel is not None:
         func, plan = kernel.for_tiles(plan, source.dtype, len(source.shape))
-    output = open_output(out) if is_path(out) else None
+    identity_plan = plan  # a resumed run must agree with it; pass_tile as the user gave it
+    if rule is not None:
+        func = MarkNodata(func, plan.pass_tile, rule, plan.dtype)
+        plan = replace(plan, pass_tile=True)
+    carried = georeference if check.flag("metadata", metadata) else NO_GEOREFERENCE
+    output = open_output(out, encoding, carried, rule, plan.dtype) if is_path(out) else None
+    if output is None and encoding.encodes:
+        raise ArgumentError(
+            f"{'cog=True' if encoding.cog else f'compression={encoding.compression!r}'}: "
+            f"only for a .tif out=, not {short_repr(out)}"
+        )
     if plan.resume and output is None:
         raise ArgumentError(f"resume=True: needs out= a file path, not {short_repr(out)}")
     sink = None if out is None or output is not None else open_sink(out, source, plan.tile)
@@ -239,7 +301,7 @@ def map_tiles(
         _run(job, list(grid), result, plan)
         # A masked image's mask goes to the result (tilewise.io.masked).
         return with_mask(source, out if result is None else result.array, made=result is not None)
-    identity = run_identity(source, func if kernel is None else kernel, plan)
+    identity = run_identity(source, user_func, identity_plan, rule)
     # A file run holds the output's lock until its workers have stopped.
     with ResumableRun(output, identity, plan.resume, plan.tile) as run:
         tiles = [tile for tile in grid if tile.index not in run.done]

@@ -32,6 +32,7 @@ from tilewise._cpus import available_cpus
 from tilewise._plan import BACKENDS, scheduler_address
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import TileError, TilewiseError
+from tilewise.io.tiff_encode import LEVELS, OVERVIEW_RESAMPLINGS
 
 APPLY_EXAMPLES = """\
 examples:
@@ -184,6 +185,7 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace OUTPUT if it exists, once the new one is complete (default: refuse it)",
     )
+    _add_geospatial(apply)
     apply.add_argument(
         "-k",
         "--kwarg",
@@ -193,6 +195,53 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="keyword argument for FUNC (repeatable); VALUE is a Python literal or a string",
     )
+
+
+def _add_geospatial(apply: argparse.ArgumentParser) -> None:
+    geo = apply.add_argument_group("rasters (GeoTIFF outputs)")
+    geo.add_argument(
+        "--nodata",
+        type=_nodata,
+        default="input",
+        metavar="VALUE",
+        help="the value of pixels that carry none, reaching FUNC as NaN (default: the "
+        "input GeoTIFF's own; 'none' for none)",
+    )
+    geo.add_argument(
+        "--out-nodata",
+        type=float,
+        metavar="VALUE",
+        help="the output's nodata value (default: the input's if the output holds it, else NaN)",
+    )
+    geo.add_argument(
+        "--compress",
+        choices=LEVELS,
+        help="compress a .tif OUTPUT's tiles with this codec (jpeg: 8-bit images only)",
+    )
+    geo.add_argument("--level", type=int, help="the codec's level, or JPEG's quality")
+    geo.add_argument(
+        "--cog", action="store_true", help="write a .tif OUTPUT as a Cloud-Optimized GeoTIFF"
+    )
+    geo.add_argument(
+        "--overview-resampling",
+        choices=OVERVIEW_RESAMPLINGS,
+        default="average",
+        help="how --cog makes its overviews (default: average)",
+    )
+    geo.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="do not carry the input's CRS, transform and band descriptions to OUTPUT",
+    )
+
+
+def _nodata(text: str) -> float | str | None:
+    if text.lower() in ("none", "input"):
+        return None if text.lower() == "none" else "input"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number or 'none'") from None
 
 
 def _add_info(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -368,6 +417,13 @@ def _apply(args: argparse.Namespace) -> int:
         backend=args.backend,
         scheduler=args.scheduler,
         resume=args.resume,
+        nodata=args.nodata,
+        out_nodata=args.out_nodata,
+        metadata=not args.no_metadata,
+        compression=args.compress,
+        level=args.level,
+        cog=args.cog,
+        overview_resampling=args.overview_resampling,
         progress=on_terminal,
     )
     if on_terminal:
@@ -416,11 +472,42 @@ def _info(args: argparse.Namespace) -> int:
             "input's dtype and FUNC needs no more than its result; plus ~50 MiB per worker "
             "process for Python itself",
         ),
+        *_georeferencing(source),
     ]
     width = max(len(name) for name, _ in lines)
     for name, value in lines:
         print(f"{name:<{width}}  {value}")
     return 0
+
+
+def _georeferencing(source: Any) -> list[tuple[str, str]]:
+    """A GeoTIFF's CRS, transform and nodata value, as rasterio reads them (if installed)."""
+    from tilewise.io.geo import nodata_text
+    from tilewise.io.open import georeference_of
+
+    georeference = georeference_of(source)
+    lines = []
+    if georeference.georeferenced:
+        try:
+            import rasterio
+        except ImportError:
+            lines.append(("crs", "georeferenced (pip install 'tilewise[geo]' to show it)"))
+        else:
+            with rasterio.open(source.path) as raster:
+                crs = raster.crs
+                lines.append(("crs", "none" if crs is None else crs.to_string()))
+                transform = raster.transform if not raster.gcps[0] else None
+                lines.append(
+                    (
+                        "transform",
+                        f"{len(raster.gcps[0])} GCPs"
+                        if transform is None
+                        else ", ".join(f"{v:.12g}" for v in transform[:6]),
+                    )
+                )
+    if georeference.nodata is not None:
+        lines.append(("nodata", nodata_text(georeference.nodata)))
+    return lines
 
 
 def _layout(source: Any) -> str:

@@ -38,6 +38,7 @@ import types
 import warnings
 import zlib
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import astuple
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ from tilewise.grid import Tile
 from tilewise.io import Allocate, FileOutput, FileSink, Source
 from tilewise.io._files import fsync_dir, remove, temporary_path
 from tilewise.io.dask_array import DaskArraySource
+from tilewise.io.geo import nodata_text
 from tilewise.io.lock import OutputLock
+from tilewise.io.nodata import NodataRule, NodataSource
 
 #: Seconds between commits; 0 commits each tile before the next is recorded.
 COMMIT_INTERVAL = 1.0
@@ -68,7 +71,9 @@ def journal_path(output: Path) -> Path:
 # --- what makes two runs the same run ----------------------------------------------
 
 
-def run_identity(source: Source, func: Callable[..., Any], plan: Plan) -> dict[str, Any]:
+def run_identity(
+    source: Source, func: Callable[..., Any], plan: Plan, nodata: NodataRule | None = None
+) -> dict[str, Any]:
     """Everything a resumed run must share with the journalled one, as JSON values."""
     identity = {
         "input": input_identity(source),
@@ -80,6 +85,8 @@ def run_identity(source: Source, func: Callable[..., Any], plan: Plan) -> dict[s
         "pass_tile": plan.pass_tile,
         "dtype": None if plan.dtype is None else plan.dtype.str,
     }
+    if nodata is not None:  # as text: NaN is no JSON number
+        identity["nodata"] = [None if v is None else nodata_text(v) for v in astuple(nodata)]
     return dict(json.loads(json.dumps(identity)))
 
 
@@ -88,6 +95,8 @@ def input_identity(source: Source) -> dict[str, Any]:
     (a token of what it computes: sampling its rows would compute chunks in the caller);
     an in-memory image by sampled rows."""
     found: dict[str, Any] = {"shape": source.shape, "dtype": source.dtype.str}
+    if isinstance(source, NodataSource):  # the image read, not its NaN view
+        return input_identity(source.inner)
     if isinstance(source, DaskArraySource):
         return {**found, "dask_graph": str(source.array.name)}
     path = source.path

@@ -18,10 +18,13 @@ from tilewise.io._files import OutputFile, check_exists, check_writable_parent
 from tilewise.io.array import ArraySink, ArraySource
 from tilewise.io.base import Sink, Source
 from tilewise.io.dask_array import DaskArraySource, is_dask_array
+from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.image import ImageOutput, ImageSource
 from tilewise.io.masked import MaskedSource, check_out, is_masked
+from tilewise.io.nodata import NodataRule, NodataSource
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
+from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
 from tilewise.io.zarr import ZarrOutput, ZarrSink, ZarrSource, check_tile_aligned, is_zarr_array
 
 #: Readable suffixes and the source class of each.
@@ -102,8 +105,18 @@ def _source_from_path(path: Path) -> Source:
     return source_type(path)  # type: ignore[call-arg]
 
 
-def open_output(out: str | os.PathLike[str]) -> OutputFile:
+def open_output(
+    out: str | os.PathLike[str],
+    encoding: Encoding = AS_WRITTEN,
+    georeference: Georeference = NO_GEOREFERENCE,
+    nodata: NodataRule | None = None,
+    dtype: np.dtype | None = None,
+) -> OutputFile:
     """The output file ``out`` names, its format from the suffix; nothing is written yet.
+
+    A ``.tif`` output is stored per ``encoding``, carries ``georeference``
+    and declares the nodata value ``nodata`` gives for its dtype (checked
+    now if ``dtype`` is known); other formats refuse an encoding.
 
     Examples
     --------
@@ -120,7 +133,19 @@ def open_output(out: str | os.PathLike[str]) -> OutputFile:
             f"tilewise writes {', '.join(OUTPUTS)}"
         )
     check_writable_parent(path, "out")
+    if output_type is TiffOutput:
+        return TiffOutput(path, encoding, georeference, nodata, dtype)
+    if encoding.cog or encoding.compression is not None:
+        option = "cog=True" if encoding.cog else f"compression={encoding.compression!r}"
+        raise ArgumentError(f"{option}: only for a .tif out=, not out={str(out)!r}")
     return output_type(path)
+
+
+def georeference_of(source: Source) -> Georeference:
+    """Where a GeoTIFF input's pixels are, and its nodata value; nothing for other inputs."""
+    if isinstance(source, NodataSource):
+        source = source.inner
+    return source.georeference if isinstance(source, TiffSource) else NO_GEOREFERENCE
 
 
 def open_sink(out: Any, source: Source, tile: tuple[int, int]) -> Sink:

@@ -4,17 +4,21 @@ Reading: an uncompressed contiguous image is memory-mapped; any other
 (compressed, striped or tiled, BigTIFF or not) is read through tifffile's
 Zarr interface, which decodes only the strips or tiles a window overlaps.
 A compressed single-strip image has to be decoded whole for every window:
-rewrite it tiled (``tifffile.imwrite(..., tile=(256, 256))``) first.
+rewrite it tiled (``tifffile.imwrite(..., tile=(256, 256))``) first. Of a
+file with overviews (a COG), the full-resolution image is read. A GeoTIFF's
+georeferencing and nodata value are read with it (:mod:`tilewise.io.geo`).
 
-Writing: the output is an *uncompressed* tiled BigTIFF, created in full
-(as a sparse file, then reserved) before any tile runs. Every pixel then has
-a fixed place in the file, so workers in any process write their windows
-in place through a memory map, concurrently, and a resumed run finds the
-file as the journal left it. A compressed TIFF cannot be written that way:
-its tiles change size, and must be written in order by one writer. To
-compress the result afterwards: ``tifffile.imwrite(dst, tifffile.imread(src),
-tile=(256, 256), compression="zlib")`` (in memory), or ``gdal_translate -co
-COMPRESS=DEFLATE -co TILED=YES`` (by blocks).
+Writing: tiles are written to an *uncompressed* tiled BigTIFF beside the
+output, created in full (as a sparse file, then reserved) before any tile
+runs. Every pixel then has a fixed place in it, so workers in any process
+write their windows in place through a memory map, concurrently, and a
+resumed run finds the file as the journal left it. A compressed TIFF cannot
+be written that way (its tiles change size, and one writer must place them
+in order), so ``compression=`` adds a last step once every tile is written:
+the tiles are encoded in parallel, by a thread per CPU (the codecs release
+the GIL), and placed in the output by one writer, tifffile's; ``cog=True``
+hands that step to GDAL's COG driver, which also builds the overviews. That
+step needs disk room for the uncompressed result beside the output.
 """
 
 from __future__ import annotations
@@ -30,8 +34,27 @@ import numpy as np
 from tilewise._optional import import_optional
 from tilewise.errors import ArgumentError
 from tilewise.io._chunks import ChunkCache
-from tilewise.io._files import OutputFile, Reopening, fsync_file, reserve
+from tilewise.io._files import (
+    OutputFile,
+    Reopening,
+    fsync_file,
+    publish,
+    remove,
+    reserve,
+    temporary_path,
+)
 from tilewise.io.base import Window
+from tilewise.io.geo import (
+    ASCII,
+    GDAL_METADATA,
+    GDAL_NODATA,
+    NO_GEOREFERENCE,
+    ExtraTag,
+    Georeference,
+    read_georeference,
+)
+from tilewise.io.nodata import NodataRule
+from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
 
 #: Rows and columns of each TIFF tile written: the common choice of GIS tools,
 #: a multiple of 16 as TIFF requires.
@@ -69,6 +92,8 @@ class TiffSource(Reopening):
                 chunking = f"strips of {page.rowsperstrip} rows"
             compression = page.compression.name.lower()
             chunks = tuple(page.chunks[:2])
+            #: Where its pixels are on the Earth, and which carry no value (a GeoTIFF's tags).
+            self.georeference: Georeference = read_georeference(page)
         if len(shape) == 3 and axes[0] == "S":
             self._planar = True  # samples stored plane by plane: (S, H, W) in the file
             self.shape: tuple[int, ...] = (*shape[1:], shape[0])
@@ -169,9 +194,14 @@ class TiffSink(Reopening):
         self._tiles: np.memmap | None = None
 
     @classmethod
-    def create(cls, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> TiffSink:
+    def create(
+        cls,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        extratags: Sequence[ExtraTag] = (),
+    ) -> TiffSink:
         _check_storable(path, shape, dtype)
-        samples = shape[2] if len(shape) == 3 else 1
         with _SparseFile(path, "w+") as file:
             _tifffile("writing .tif files").imwrite(
                 file,
@@ -179,9 +209,10 @@ class TiffSink(Reopening):
                 dtype=dtype,
                 tile=TIFF_TILE,
                 bigtiff=True,
-                photometric="rgb" if samples in (3, 4) else "minisblack",
+                photometric=photometric(shape),
                 planarconfig="contig",
                 compression=None,
+                extratags=list(extratags),
                 metadata=None,
             )
             file.truncate(max(file.end, file.seek(0, os.SEEK_END)))
@@ -225,8 +256,11 @@ class TiffSink(Reopening):
                     y0 - rows.start : y1 - rows.start, x0 - cols.start : x1 - cols.start
                 ]
 
-    def _open(self) -> np.memmap:
+    def tiles(self) -> np.memmap:
         """The file's pixels as (tile row, tile col, row in tile, col in tile, sample)."""
+        return self._open()
+
+    def _open(self) -> np.memmap:
         tiles = self._tiles  # one read of the handle: another thread may close it
         if tiles is None:
             th, tw = self._tile
@@ -239,6 +273,12 @@ class TiffSink(Reopening):
 
     def sync(self, windows: Sequence[Window]) -> None:
         fsync_file(self.path)
+
+
+def photometric(shape: tuple[int, ...]) -> str:
+    """How a TIFF of ``shape`` says its samples are seen: RGB(A) for 3 or 4, else gray."""
+    samples = shape[2] if len(shape) == 3 else 1
+    return "rgb" if samples in (3, 4) else "minisblack"
 
 
 def _check_storable(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -255,14 +295,81 @@ def _check_storable(path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None
 
 
 class TiffOutput(OutputFile):
-    """An output ``.tif``: an uncompressed tiled BigTIFF (see the module docstring)."""
+    """An output ``.tif``: uncompressed tiled BigTIFF, or encoded at the end (module docstring).
 
-    def __init__(self, path: Path) -> None:
+    ``georeference`` is the input's, carried over when the output has the
+    input's width and height; ``nodata`` the rule that gives the output's
+    nodata value for its dtype, declared in the file.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        encoding: Encoding = AS_WRITTEN,
+        georeference: Georeference = NO_GEOREFERENCE,
+        nodata: NodataRule | None = None,
+        dtype: np.dtype | None = None,
+    ) -> None:
         _tifffile("writing .tif files")
         super().__init__(path)
+        if dtype is not None:  # dtype= given: known before any tile runs
+            check_encodable(encoding, path, None, dtype)
+            if nodata is not None:
+                nodata.for_output(dtype)
+        self.encoding = encoding
+        self.georeference = georeference
+        self.nodata = nodata
+        self._shape: tuple[int, ...] | None = None
+        self._dtype: np.dtype | None = None
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
-        return TiffSink.create(self.partial, shape, dtype)
+        check_encodable(self.encoding, self.path, shape, dtype)
+        bands = shape[2] if len(shape) == 3 else 1
+        nodata = None if self.nodata is None else self.nodata.for_output(dtype)
+        extratags = self.georeference.extratags(bands, nodata)
+        self._shape, self._dtype = shape, dtype
+        return TiffSink.create(self.partial, shape, dtype, extratags)
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
+        self._shape, self._dtype = shape, dtype
         return TiffSink.reopen(self.partial, shape, dtype)
+
+    def publish(self) -> None:
+        if not self.encoding.encodes:
+            super().publish()
+            return
+        assert self._shape is not None, "created or reopened before it is published"
+        assert self._dtype is not None
+        encoded = temporary_path(self.path)
+        if self.encoding.cog:
+            write_cog(self.partial, encoded, self.encoding)
+        else:
+            sink = TiffSink.reopen(self.partial, self._shape, self._dtype)
+            try:
+                encode(
+                    sink.tiles(),
+                    encoded,
+                    self._shape,
+                    self._dtype,
+                    self.encoding,
+                    _extratags(self.partial),
+                    photometric(self._shape),
+                )
+            finally:
+                sink.close()
+        fsync_file(encoded)
+        publish(encoded, self.path)
+        remove(self.partial)
+
+
+def _extratags(path: Path) -> list[ExtraTag]:
+    """The georeferencing, metadata and nodata tags of the partial file, to write again."""
+    with _open_tiff(path, "out") as tif:
+        page = tif.pages[0]
+        georeference = read_georeference(page)
+        tags = list(georeference.tags)
+        for code in (GDAL_METADATA, GDAL_NODATA):  # as the partial has them
+            tag = page.tags.get(code)
+            if tag is not None:
+                tags.append((code, ASCII, 0, tag.value, True))
+    return tags
