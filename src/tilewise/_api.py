@@ -273,11 +273,8 @@ def map_tiles(
         plan = replace(plan, pass_tile=True)
     carried = georeference if check.flag("metadata", metadata) else NO_GEOREFERENCE
     output = open_output(out, encoding, carried, rule, plan.dtype) if is_path(out) else None
-    if output is None and encoding.encodes:
-        raise ArgumentError(
-            f"{'cog=True' if encoding.cog else f'compression={encoding.compression!r}'}: "
-            f"only for a .tif out=, not {short_repr(out)}"
-        )
+    if output is None:
+        encoding.refuse(out)
     if plan.resume and output is None:
         raise ArgumentError(f"resume=True: needs out= a file path, not {short_repr(out)}")
     sink = None if out is None or output is not None else open_sink(out, source, plan.tile)

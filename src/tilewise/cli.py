@@ -236,8 +236,9 @@ def _add_geospatial(apply: argparse.ArgumentParser) -> None:
 
 
 def _nodata(text: str) -> float | str | None:
-    if text.lower() in ("none", "input"):
-        return None if text.lower() == "none" else "input"
+    words: dict[str, str | None] = {"none": None, "input": "input"}
+    if text.lower() in words:
+        return words[text.lower()]
     try:
         return float(text)
     except ValueError:
@@ -494,17 +495,10 @@ def _georeferencing(source: Any) -> list[tuple[str, str]]:
             lines.append(("crs", "georeferenced (pip install 'tilewise[geo]' to show it)"))
         else:
             with rasterio.open(source.path) as raster:
-                crs = raster.crs
+                crs, (gcps, _) = raster.crs, raster.gcps
+                affine = ", ".join(f"{v:.12g}" for v in raster.transform[:6])
                 lines.append(("crs", "none" if crs is None else crs.to_string()))
-                transform = raster.transform if not raster.gcps[0] else None
-                lines.append(
-                    (
-                        "transform",
-                        f"{len(raster.gcps[0])} GCPs"
-                        if transform is None
-                        else ", ".join(f"{v:.12g}" for v in transform[:6]),
-                    )
-                )
+                lines.append(("transform", f"{len(gcps)} GCPs" if gcps else affine))
     if georeference.nodata is not None:
         lines.append(("nodata", nodata_text(georeference.nodata)))
     return lines

@@ -52,7 +52,7 @@ def holds(dtype: np.dtype, value: float) -> bool:
 
 def check_nodata(name: str, value: Any, dtype: np.dtype | None = None) -> float | None:
     """``nodata=`` or ``out_nodata=`` as a float, refused if ``dtype`` cannot hold it."""
-    if value is None or (isinstance(value, str) and value == FROM_INPUT):
+    if value is None:
         return None
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
         raise ArgumentTypeError(f"{name}={value!r}: must be a number, None or {FROM_INPUT!r}")
@@ -189,16 +189,16 @@ class MarkNodata:
         value = self.rule.for_output(dtype)
         if value is None:
             return core
-        missing = np.isnan(image).reshape(*image.shape[:2], -1).any(axis=-1)
+        missing = _expand(np.isnan(image).reshape(*image.shape[:2], -1).any(axis=-1), core.ndim)
         if np.issubdtype(core.dtype, np.inexact):
-            missing = missing.reshape(missing.shape + (1,) * (core.ndim - 2)) | np.isnan(core)
+            missing = missing | np.isnan(core)
         if not missing.any():
             return core
         if not holds(core.dtype, value):  # dtype= converts later: a result that holds the value
             core = core.astype(np.result_type(core.dtype, np.float64))
         elif not core.flags.writeable:
             core = core.copy()  # the block itself, or a view of it
-        core[np.broadcast_to(_expand(missing, core.ndim), core.shape)] = value
+        core[np.broadcast_to(missing, core.shape)] = value
         return core
 
 

@@ -21,7 +21,7 @@ from tilewise.io.dask_array import DaskArraySource, is_dask_array
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.image import ImageOutput, ImageSource
 from tilewise.io.masked import MaskedSource, check_out, is_masked
-from tilewise.io.nodata import NodataRule, NodataSource
+from tilewise.io.nodata import NodataRule
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
@@ -135,16 +135,12 @@ def open_output(
     check_writable_parent(path, "out")
     if output_type is TiffOutput:
         return TiffOutput(path, encoding, georeference, nodata, dtype)
-    if encoding.cog or encoding.compression is not None:
-        option = "cog=True" if encoding.cog else f"compression={encoding.compression!r}"
-        raise ArgumentError(f"{option}: only for a .tif out=, not out={str(out)!r}")
+    encoding.refuse(out)
     return output_type(path)
 
 
 def georeference_of(source: Source) -> Georeference:
     """Where a GeoTIFF input's pixels are, and its nodata value; nothing for other inputs."""
-    if isinstance(source, NodataSource):
-        source = source.inner
     return source.georeference if isinstance(source, TiffSource) else NO_GEOREFERENCE
 
 

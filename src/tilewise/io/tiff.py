@@ -44,15 +44,7 @@ from tilewise.io._files import (
     temporary_path,
 )
 from tilewise.io.base import Window
-from tilewise.io.geo import (
-    ASCII,
-    GDAL_METADATA,
-    GDAL_NODATA,
-    NO_GEOREFERENCE,
-    ExtraTag,
-    Georeference,
-    read_georeference,
-)
+from tilewise.io.geo import NO_GEOREFERENCE, ExtraTag, Georeference, read_georeference
 from tilewise.io.nodata import NodataRule
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
 
@@ -365,11 +357,5 @@ class TiffOutput(OutputFile):
 def _extratags(path: Path) -> list[ExtraTag]:
     """The georeferencing, metadata and nodata tags of the partial file, to write again."""
     with _open_tiff(path, "out") as tif:
-        page = tif.pages[0]
-        georeference = read_georeference(page)
-        tags = list(georeference.tags)
-        for code in (GDAL_METADATA, GDAL_NODATA):  # as the partial has them
-            tag = page.tags.get(code)
-            if tag is not None:
-                tags.append((code, ASCII, 0, tag.value, True))
-    return tags
+        carried = read_georeference(tif.pages[0])
+    return carried.extratags(carried.bands, carried.nodata)

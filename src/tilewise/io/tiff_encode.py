@@ -66,6 +66,13 @@ class Encoding:
         """Whether the output needs the last step (else the uncompressed tiles are the output)."""
         return self.compression is not None or self.cog
 
+    def refuse(self, out: Any) -> None:
+        """Refuse ``out``, which is not a ``.tif`` path, if this encoding asks for one."""
+        if self.encodes:
+            option = "cog=True" if self.cog else f"compression={self.compression!r}"
+            text = repr(str(out)) if isinstance(out, (str, Path)) else type(out).__name__
+            raise ArgumentError(f"{option}: only for a .tif out=, not out={text}")
+
 
 #: Uncompressed tiles, as the workers write them: no last step.
 AS_WRITTEN = Encoding()
