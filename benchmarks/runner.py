@@ -33,6 +33,7 @@ from benchmarks.workloads import (
     make_workloads,
     slope,
 )
+from tilewise._reach import check_reach
 from tilewise.executors.dask import MALLOC_TRIM_SETTING
 
 #: Marks the runner's own lines on stdout, among whatever the methods print.
@@ -194,10 +195,13 @@ def _compile(workload: Workload, method: Method, ctx: Context, setup: dict[str, 
     """Compile what the method compiles, before timing it, and say how long that took."""
     if workload.func is slope and method.tilewise:
         start = time.perf_counter()
-        loop = slope.loop_for(np.dtype(np.float32), 2)
+        loop = slope.loop_for(np.dtype(np.float32), (3, 3))
         loaded = sum(getattr(getattr(loop, "stats", None), "cache_hits", {}).values())
         how = "load from numba's disk cache" if loaded else "compile"
         setup[f"pixelwise kernel {how}"] = time.perf_counter() - start
+        start = time.perf_counter()
+        check_reach(slope.func, slope.__name__, slope.radius, np.dtype(np.float32), None)
+        setup["pixelwise radius check (within the above)"] = time.perf_counter() - start
     elif method.key == "numba-prange":
         import numba
 

@@ -17,6 +17,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 import tilewise
+from tests.commands import tilewise_command
 from tilewise.cli import CommandError, load_function
 
 FILTERS = """
@@ -30,17 +31,6 @@ def fail(block):
 
 NOT_A_FUNCTION = 3
 """
-
-
-def tilewise_command(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tilewise", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "100"},
-    )
 
 
 @pytest.fixture(scope="module")

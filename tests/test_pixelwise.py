@@ -255,7 +255,7 @@ def test_one_compilation_serves_every_layout(image: np.ndarray) -> None:
         np.testing.assert_array_equal(kernel(layout), expected)
     strided = np.repeat(image, 2, axis=1)[:, ::2]
     np.testing.assert_array_equal(kernel(strided), expected)
-    loop = kernel.loop_for(image.dtype, 2)
+    loop = kernel.loop_for(image.dtype, image.shape)
     assert len(loop.signatures) == 1
     assert loop.targetoptions["nogil"] is True  # threads run tiles truly in parallel
 
@@ -276,7 +276,7 @@ def test_concurrent_first_calls_compile_once(image: np.ndarray) -> None:
         thread.join()
     assert len(results) == 4
     assert all(np.array_equal(result, results[0]) for result in results)
-    assert len(kernel.loop_for(image.dtype, 2).signatures) == 1
+    assert len(kernel.loop_for(image.dtype, image.shape).signatures) == 1
 
 
 def test_uncompilable_function_says_why_and_how_to_fall_back(image: np.ndarray) -> None:
@@ -325,7 +325,7 @@ def test_compiled_loop_is_cached_on_disk_for_the_next_process(tmp_path: Path) ->
     script = (
         "import numpy as np\n"
         "from tilewise import demo\n"
-        "loop = demo.slope.loop_for(np.dtype('float32'), 2)\n"
+        "loop = demo.slope.loop_for(np.dtype('float32'), (3, 3))\n"
         "print(sum(loop.stats.cache_hits.values()))\n"
     )
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}

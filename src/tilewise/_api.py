@@ -266,7 +266,7 @@ def map_tiles(
         scheduler=scheduler,
     )
     if kernel is not None:
-        func, plan = kernel.for_tiles(plan, source.dtype, len(source.shape))
+        func, plan = kernel.for_tiles(plan, source.dtype, tuple(source.shape))
     identity_plan = plan  # a resumed run must agree with it; pass_tile as the user gave it
     if rule is not None:
         func = MarkNodata(func, plan.pass_tile, rule, plan.dtype)

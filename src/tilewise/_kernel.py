@@ -32,7 +32,7 @@ class TileKernel(Protocol):
     def default_backend(self) -> str: ...
 
     def for_tiles(
-        self, plan: Plan, image_dtype: np.dtype, ndim: int
+        self, plan: Plan, image_dtype: np.dtype, shape: tuple[int, ...]
     ) -> tuple[Callable[..., Any], Plan]:
         """Check ``plan`` against the kernel; the function to call per tile, and the plan."""
         ...

@@ -24,6 +24,7 @@ from tilewise._api import map_tiles
 from tilewise._cpus import available_cpus
 from tilewise._importable import importable_module
 from tilewise._optional import import_optional
+from tilewise._reach import check_reach
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.grid import Tile
@@ -64,10 +65,14 @@ def pixelwise(
     Parameters
     ----------
     radius : int
-        How far from ``(y, x)`` the function reads. Compiled code does not
-        check indices: reading further reads wrong pixels, or memory outside
-        the block. Debug with ``compile=False``, where numpy checks them
-        (but lets negative ones wrap around).
+        How far from ``(y, x)`` the function reads, along each axis. On first
+        use for each image dtype, the function is called once as plain Python
+        at one pixel of a small block that checks every read: reading further
+        than ``radius`` is an ArgumentError naming the axis. That check cannot
+        see indices computed from pixel values, reads through numpy functions
+        of the whole block, nor a function that does not run as plain Python;
+        compiled code checks no index, so such a read gives wrong pixels, or
+        memory outside the block.
     dtype : dtype
         The output's dtype; values are cast to it.
     outputs : int
@@ -237,7 +242,7 @@ class Pixelwise:
         in_memory = isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size
         if not in_memory or image.dtype.hasobject or not _is_count(workers):
             return map_tiles(self, image, **settings)  # files; and its checks, its errors
-        self.loop_for(image.dtype, image.ndim)  # compile errors before any strip runs
+        self.loop_for(image.dtype, image.shape)  # reach and compile errors before any strip runs
         out = np.empty(self._out_shape(image.shape[:2]), self.dtype)
         rows, cols = image.shape[:2]
         strips = STRIPS_PER_WORKER * (available_cpus() if workers is None else workers)
@@ -269,7 +274,7 @@ class Pixelwise:
         )
 
     def for_tiles(
-        self, plan: Plan, image_dtype: np.dtype, ndim: int
+        self, plan: Plan, image_dtype: np.dtype, shape: tuple[int, ...]
     ) -> tuple[Callable[..., Any], Plan]:
         """Check a map_tiles plan against the kernel, compile it, and give the tile function.
 
@@ -293,18 +298,24 @@ class Pixelwise:
                 f"boundary='none': pixelwise kernel {name!r} reads {r} pixels around every "
                 "pixel, at the image's edges too; choose a boundary that pads, such as 'reflect'"
             )
-        self.loop_for(image_dtype, ndim)
+        self.loop_for(image_dtype, shape)
         return PixelwiseTiles(self), replace(plan, pass_tile=True)
 
-    def loop_for(self, image_dtype: np.dtype, ndim: int) -> Loop:
-        """The loop over a block's pixels for images of this dtype and ndim, compiled once."""
-        key = (np.dtype(image_dtype), ndim)
+    def loop_for(self, image_dtype: np.dtype, shape: tuple[int, ...]) -> Loop:
+        """The loop over a block's pixels for images of this dtype and ndim, compiled once.
+
+        Before compiling, the kernel's reads are checked against its radius
+        (:mod:`tilewise._reach`), on a block with ``shape``'s channels.
+        """
+        key = (np.dtype(image_dtype), len(shape))
         loop = self._loops.get(key)
         if loop is None:
             # One compilation per key even when several threads ask at once.
             with self._lock:
                 loop = self._loops.get(key)
                 if loop is None:
+                    channels = shape[2] if len(shape) == 3 else None
+                    check_reach(self.func, self.__qualname__, self.radius, key[0], channels)
                     loop = self._build_loop(*key)
                     self._loops[key] = loop
         return loop
@@ -338,7 +349,7 @@ class Pixelwise:
                 f"pixels {origin} to {beyond} of a block of shape {block.shape} lack the "
                 f"radius={self.radius} pixels of context around them"
             )
-        loop = self.loop_for(block.dtype, block.ndim)
+        loop = self.loop_for(block.dtype, block.shape)
         # One compiled layout: C. A copy of an interior tile's strided view
         # costs less than the loop loses when the compiler cannot vectorise
         # loads of unknown stride, and it keeps compiling to once per dtype.

@@ -16,6 +16,7 @@ import argparse
 import ast
 import functools
 import importlib
+import inspect
 import math
 import os
 import sys
@@ -394,6 +395,21 @@ def _import_file(path: Path, spec: str) -> ModuleType:
     return module
 
 
+def _with_keywords(func: Callable[..., Any], spec: str, keywords: dict[str, Any]) -> Any:
+    """``func`` with the -k keywords bound, refused now if it cannot take them with a block."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):  # a builtin: its own call says
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(None, **keywords)
+        except TypeError as exc:
+            shown = " ".join(f"-k {name}={value!r}" for name, value in keywords.items())
+            raise CommandError(f"{shown}: {spec} cannot take them: {exc}") from None
+    return functools.partial(func, **keywords)
+
+
 def _apply(args: argparse.Namespace) -> int:
     # Before anything else: importing FUNC may take long, and the answer is known now.
     if not args.overwrite and os.path.lexists(args.output):
@@ -402,7 +418,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     func = load_function(args.func)
     if args.kwarg:
-        func = functools.partial(func, **dict(args.kwarg))
+        func = _with_keywords(func, args.func, dict(args.kwarg))
     start = time.perf_counter()
     on_terminal = sys.stderr.isatty()
     written = map_tiles(

@@ -128,7 +128,7 @@ def run(rows: int = 4000, cols: int = 6000, out_dir: Path = Path("out")) -> list
         flush=True,
     )
 
-    compile_s = _seconds(lambda: [kernel.loop_for(dem.dtype, dem.ndim) for kernel in KERNELS])
+    compile_s = _seconds(lambda: [kernel.loop_for(dem.dtype, dem.shape) for kernel in KERNELS])
     if _loaded_from_disk(dem):
         print(f"loading the three compiled kernels from numba's disk cache: {compile_s:.1f} s")
     else:
@@ -161,7 +161,7 @@ def run(rows: int = 4000, cols: int = 6000, out_dir: Path = Path("out")) -> list
 
 
 def _loaded_from_disk(dem: np.ndarray) -> bool:
-    stats = [getattr(kernel.loop_for(dem.dtype, dem.ndim), "stats", None) for kernel in KERNELS]
+    stats = [getattr(kernel.loop_for(dem.dtype, dem.shape), "stats", None) for kernel in KERNELS]
     return all(stat is not None and sum(stat.cache_hits.values()) > 0 for stat in stats)
 
 
