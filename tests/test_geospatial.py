@@ -212,6 +212,61 @@ def test_gcps_and_pixel_is_point_are_carried(tmp_path: Path) -> None:
         assert raster.tags()["AREA_OR_POINT"] == "Point"
 
 
+def test_a_zarr_output_carries_the_crs_transform_and_nodata_in_the_geozarr_conventions(
+    backend_options: dict[str, Any], tmp_path: Path
+) -> None:
+    import zarr
+
+    dem = dem_with_holes((130, 100))
+    source = write_geotiff(tmp_path / "dem.tif", dem, transform=ROTATED, nodata=NODATA)
+    out = tilewise.map_tiles(
+        mean3, source, tile=TILE, halo=1, out=tmp_path / "mean.zarr", **backend_options
+    )
+    array = zarr.open_array(out, mode="r")
+    attributes = array.attrs.asdict()
+    assert rasterio.crs.CRS.from_wkt(attributes["proj:wkt2"]) == rasterio.crs.CRS.from_epsg(32633)
+    assert attributes["proj:code"] == UTM
+    assert Affine(*attributes["spatial:transform"]) == ROTATED
+    assert attributes["spatial:shape"] == [130, 100]
+    assert attributes["spatial:registration"] == "pixel"
+    assert [c["name"] for c in attributes["zarr_conventions"]] == ["spatial", "proj"]
+    assert array.metadata.dimension_names == ("y", "x")
+    assert array.fill_value == NODATA
+    np.testing.assert_array_equal(array[:], expected(dem, NODATA, NODATA))
+
+
+def test_a_pixel_is_point_zarr_output_is_node_registered(tmp_path: Path) -> None:
+    import zarr
+
+    point = write_geotiff(tmp_path / "point.tif", np.ones((40, 30), np.float32))
+    with rasterio.open(point, "r+") as raster:
+        raster.update_tags(AREA_OR_POINT="Point")
+    with rasterio.open(point) as raster:
+        first_centre = raster.transform @ (0.5, 0.5)  # GDAL's transform is of the corners
+    out = tilewise.map_tiles(np.sqrt, point, tile=16, out=tmp_path / "p.zarr", backend="serial")
+    attributes = zarr.open_array(out, mode="r").attrs.asdict()
+    assert attributes["spatial:registration"] == "node"
+    assert Affine(*attributes["spatial:transform"]) @ (0, 0) == pytest.approx(first_centre)
+
+
+@pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
+def test_a_zarr_output_of_no_geotiff_and_with_metadata_false_has_no_georeferencing(
+    tmp_path: Path,
+) -> None:
+    import zarr
+
+    source = write_geotiff(tmp_path / "dem.tif", dem_with_holes((50, 60)), nodata=NODATA)
+    dropped = tilewise.map_tiles(
+        mean3, source, tile=32, halo=1, out=tmp_path / "m.zarr", metadata=False, backend="serial"
+    )
+    plain = tilewise.map_tiles(np.sqrt, np.ones((20, 20)), out=tmp_path / "p.zarr")
+    for out in (dropped, plain):
+        array = zarr.open_array(out, mode="r")
+        assert not any(key.startswith(("spatial:", "proj:")) for key in array.attrs)
+        assert array.metadata.dimension_names is None
+    assert zarr.open_array(dropped, mode="r").fill_value == NODATA  # nodata is not metadata
+
+
 @pytest.mark.filterwarnings("ignore::rasterio.errors.NotGeoreferencedWarning")
 def test_metadata_false_writes_no_georeferencing(tmp_path: Path) -> None:
     source = write_geotiff(tmp_path / "dem.tif", dem_with_holes((50, 60)), nodata=NODATA)

@@ -116,7 +116,8 @@ def open_output(
 
     A ``.tif`` output is stored per ``encoding``, carries ``georeference``
     and declares the nodata value ``nodata`` gives for its dtype (checked
-    now if ``dtype`` is known); other formats refuse an encoding.
+    now if ``dtype`` is known); a ``.zarr`` output carries both as
+    attributes and fill value; other formats refuse an encoding.
 
     Examples
     --------
@@ -136,6 +137,8 @@ def open_output(
     if output_type is TiffOutput:
         return TiffOutput(path, encoding, georeference, nodata, dtype)
     encoding.refuse(out)
+    if output_type is ZarrOutput:
+        return ZarrOutput(path, georeference, nodata, dtype)
     return output_type(path)
 
 

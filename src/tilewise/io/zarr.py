@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ from tilewise.errors import ArgumentError
 from tilewise.io._chunks import ChunkCache
 from tilewise.io._files import OutputFile, Reopening, fsync_dir, fsync_file
 from tilewise.io.base import Window
+from tilewise.io.geo import NO_GEOREFERENCE, Georeference
+from tilewise.io.geozarr import dimension_names, geozarr_attributes
+from tilewise.io.nodata import NodataRule
 
 #: zarr stores that live in one process: an array in one cannot be written from another.
 PROCESS_LOCAL_STORES = ("MemoryStore", "GpuMemoryStore", "ZipStore")
@@ -103,10 +107,23 @@ class ZarrSink(Reopening):
 
     @classmethod
     def create(
-        cls, path: Path, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+        cls,
+        path: Path,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        tile: tuple[int, int],
+        described: Described | None = None,
     ) -> ZarrSink:
+        described = described or Described()
         array = _zarr("writing .zarr stores").create_array(
-            store=str(path), shape=shape, chunks=(*tile, *shape[2:]), dtype=dtype, overwrite=True
+            store=str(path),
+            shape=shape,
+            chunks=(*tile, *shape[2:]),
+            dtype=dtype,
+            overwrite=True,
+            attributes=described.attributes,
+            dimension_names=described.dimension_names,
+            fill_value=described.fill_value,
         )
         fsync_file(path / "zarr.json")
         fsync_dir(path)
@@ -180,10 +197,29 @@ def check_tile_aligned(array: Any, tile: tuple[int, int]) -> None:
             )
 
 
-class ZarrOutput(OutputFile):
-    """An output ``.zarr`` directory store, one chunk per tile."""
+@dataclass(frozen=True)
+class Described:
+    """What a new array says of itself beyond its values: attributes, axis names, fill value."""
 
-    def __init__(self, path: Path) -> None:
+    attributes: dict[str, Any] = field(default_factory=dict)
+    dimension_names: tuple[str, ...] | None = None
+    fill_value: float | None = None  # the nodata value, which GDAL and xarray read from it
+
+
+class ZarrOutput(OutputFile):
+    """An output ``.zarr`` directory store, one chunk per tile.
+
+    A georeferenced input's CRS and transform go in the array's attributes
+    (:mod:`tilewise.io.geozarr`); the output's nodata value is its fill value.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        georeference: Georeference = NO_GEOREFERENCE,
+        nodata: NodataRule | None = None,
+        dtype: np.dtype | None = None,
+    ) -> None:
         _zarr("writing .zarr stores")
         if path.exists() and not (path / "zarr.json").is_file():
             raise ArgumentError(
@@ -191,9 +227,19 @@ class ZarrOutput(OutputFile):
                 "refusing to replace it (remove it first)"
             )
         super().__init__(path)
+        if nodata is not None and dtype is not None:
+            nodata.for_output(dtype)  # dtype= given: refused now if it cannot hold it
+        self.georeference = georeference
+        self.nodata = nodata
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
-        return ZarrSink.create(self.partial, shape, dtype, tile)
+        attributes = geozarr_attributes(self.georeference, shape)
+        described = Described(
+            attributes=attributes,
+            dimension_names=dimension_names(shape) if attributes else None,
+            fill_value=None if self.nodata is None else self.nodata.for_output(dtype),
+        )
+        return ZarrSink.create(self.partial, shape, dtype, tile, described)
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
         return ZarrSink.reopen(self.partial, shape, dtype, tile)
