@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio
 from PIL import Image
+from rio_cogeo.cogeo import cog_validate
 
 from tilewise import demo
 from tilewise.cli import main
@@ -25,7 +28,7 @@ def slope_reference(dem: np.ndarray) -> np.ndarray:
 @pytest.mark.slow
 def test_demo_command_writes_preview_slope_and_table(tmp_path: Path) -> None:
     # More rows than either timing sample, so both are extrapolated.
-    rows, cols = demo.PROCESSES_SAMPLE_ROWS + 50, 260
+    rows, cols = demo.PROCESSES_SAMPLE_ROWS + 50, 1100  # wide enough for an overview
     done = subprocess.run(
         [sys.executable, "-m", "tilewise", "demo", "--size", f"{rows},{cols}", "--out", tmp_path],
         capture_output=True,
@@ -47,6 +50,18 @@ def test_demo_command_writes_preview_slope_and_table(tmp_path: Path) -> None:
     slope = np.load(tmp_path / "slope.npy")
     assert slope.dtype == np.float32
     np.testing.assert_allclose(slope, slope_reference(demo.terrain(rows, cols)), atol=1e-3)
+
+    cog = tmp_path / "slope.tif"
+    valid, errors, _ = cog_validate(cog)
+    assert valid, errors
+    with rasterio.open(tmp_path / "dem.tif") as dem, rasterio.open(cog) as raster:
+        assert raster.crs == dem.crs == rasterio.crs.CRS.from_string(demo.CRS)
+        assert raster.transform == dem.transform
+        assert raster.compression.value == "ZSTD"
+        np.testing.assert_array_equal(raster.read(1), slope)
+    assert f"$ tilewise info {cog}" in table
+    assert re.search(rf"^crs +{demo.CRS}$", table, re.MULTILINE)
+    assert re.search(r"^overviews +1/2", table, re.MULTILINE)
 
 
 def test_size_is_n_or_rows_cols(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -515,6 +515,8 @@ def _georeferencing(source: Any) -> list[tuple[str, str]]:
                 affine = ", ".join(f"{v:.12g}" for v in raster.transform[:6])
                 lines.append(("crs", "none" if crs is None else crs.to_string()))
                 lines.append(("transform", f"{len(gcps)} GCPs" if gcps else affine))
+                if overviews := raster.overviews(1):
+                    lines.append(("overviews", ", ".join(f"1/{factor}" for factor in overviews)))
     if georeference.nodata is not None:
         lines.append(("nodata", nodata_text(georeference.nodata)))
     return lines

@@ -4,6 +4,7 @@ The three are plain Python functions of one pixel, as a scientist writes them
 before reaching for vectorised numpy, made into compiled kernels by
 :func:`tilewise.pixelwise`. The demo runs them on a deterministic fractal
 terrain (24 megapixels by default), writes a hillshade preview and the slope,
+the terrain as a GeoTIFF and its slope as a Cloud-Optimized GeoTIFF from it,
 and times the job three ways: the plain Python loop, the same Python
 functions on every core through the ``processes`` backend, and compiled.
 The two Python ways would take minutes on the whole image, so they are
@@ -39,6 +40,10 @@ PYTHON_SAMPLE_ROWS = 100
 PROCESSES_SAMPLE_ROWS = 400
 #: The preview's longest side, in pixels.
 PREVIEW_SIZE = 2000
+#: Where the GeoTIFF part places the terrain: UTM zone 33N, north up, its
+#: north-west corner at these easting and northing, in metres.
+CRS = "EPSG:32633"
+WEST, NORTH = 500_000.0, 5_200_000.0
 
 
 # Rows run north to south and columns west to east; gradients are central
@@ -157,7 +162,49 @@ def run(rows: int = 4000, cols: int = 6000, out_dir: Path = Path("out")) -> list
         f"wrote {png} ({preview.width} x {preview.height} preview) and "
         f"{out_dir / 'slope.npy'} (degrees, float32)"
     )
+    _slope_cog(dem, out_dir, show_progress)
     return timings
+
+
+def _slope_cog(dem: np.ndarray, out_dir: Path, show_progress: bool) -> None:
+    """The terrain as a GeoTIFF, and its slope from it as a Cloud-Optimized GeoTIFF."""
+    try:
+        import rasterio
+        from rasterio.transform import from_origin
+    except ModuleNotFoundError:
+        print('the GeoTIFF part needs rasterio: pip install "tilewise[geo]"')
+        return
+    dem_path, cog = out_dir / "dem.tif", out_dir / "slope.tif"
+    with rasterio.open(
+        dem_path,
+        "w",
+        driver="GTiff",
+        height=dem.shape[0],
+        width=dem.shape[1],
+        count=1,
+        dtype=dem.dtype,
+        crs=CRS,
+        transform=from_origin(WEST, NORTH, CELL_SIZE, CELL_SIZE),
+        tiled=True,
+        blockxsize=512,
+        blockysize=512,
+        compress="zstd",
+        num_threads="all_cpus",
+    ) as raster:
+        raster.write(dem, 1)
+    seconds = _seconds(
+        lambda: map_tiles(
+            slope, dem_path, out=cog, cog=True, compression="zstd", progress=show_progress
+        )
+    )
+    print(
+        f"\nwrote {dem_path} (the terrain in {CRS}) and, from it, {cog}: the slope as a "
+        f"Cloud-Optimized GeoTIFF, zstd, with the terrain's CRS and transform ({seconds:.1f} s)"
+    )
+    from tilewise.cli import main
+
+    print(f"$ tilewise info {cog}", flush=True)
+    main(["info", str(cog)])
 
 
 def _loaded_from_disk(dem: np.ndarray) -> bool:
