@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +20,31 @@ settings.register_profile("tilewise", deadline=None, print_blob=True)
 settings.load_profile("tilewise")
 
 ImageMaker = Callable[..., np.ndarray]
+
+#: What a test marked with each platform marker needs, for its skip reason.
+PLATFORM_NEEDS = {
+    "posix": "needs POSIX signals and FIFOs",
+    "linux": "needs Linux's /proc, /dev/shm and memfd",
+}
+
+
+def platform_skip(marker: str, platform: str) -> str | None:
+    """Why a test marked ``marker`` cannot run on ``platform`` (a ``sys.platform`` value),
+    or None where it can: a Windows or macOS CI job skips it, saying why, not fails."""
+    runs = platform.startswith("linux") if marker == "linux" else platform != "win32"
+    return None if runs else f"{PLATFORM_NEEDS[marker]}: not on {platform}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests this platform lacks the facilities of, by their platform markers."""
+    for item in items:
+        for marker in PLATFORM_NEEDS:
+            reason = (
+                platform_skip(marker, sys.platform) if item.get_closest_marker(marker) else None
+            )
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break
 
 
 @pytest.fixture(params=BACKENDS, scope="session")

@@ -43,6 +43,7 @@ ALLOWED_PRIVATE = {
 }
 
 
+@pytest.mark.linux
 @pytest.mark.slow
 def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> None:
     out = tmp_path / "bench"
@@ -83,6 +84,7 @@ def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> Non
     assert {r["method"] for r in figures["results"]} == set(METHODS)
 
 
+@pytest.mark.linux
 def test_memory_window_sees_a_child_process_allocation() -> None:
     """A child that holds 200 MiB, told when to allocate and to free through a pipe."""
     script = (

@@ -199,7 +199,7 @@ def test_a_failing_tile_names_the_tile_and_debug_shows_the_traceback(folder: Pat
     assert "ValueError: no good" in debug.stderr
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="pty")
+@pytest.mark.posix
 def test_a_terminal_gets_a_progress_bar(folder: Path) -> None:
     import fcntl
     import pty

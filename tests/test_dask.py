@@ -259,7 +259,7 @@ def submissions(client: Client, monkeypatch: pytest.MonkeyPatch) -> list[tuple[A
     return submitted
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
@@ -279,7 +279,7 @@ def test_on_the_callers_machine_the_image_travels_through_shared_memory(
     assert_released(client, before)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 def test_a_result_given_to_the_next_run_is_not_copied(
     client: Client, image: np.ndarray, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -298,7 +298,7 @@ def test_a_result_given_to_the_next_run_is_not_copied(
     np.testing.assert_array_equal(first, serial(smooth, image, tile=TILE, halo=1))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_workers_keep_the_callers_segments_mapped_until_it_lets_go(
     client: Client, image: np.ndarray
@@ -332,7 +332,7 @@ def set_mapped_share(share: float) -> None:
     _dask_local.MAPPED_SHARE = share
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_workers_drop_the_callers_pages_dask_would_count_against_their_memory(
     client: Client,
@@ -352,7 +352,7 @@ def test_workers_drop_the_callers_pages_dask_would_count_against_their_memory(
     assert trimmed < kept / 4  # the last task's pages, at most
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 def test_a_caller_gone_without_a_word_leaves_nothing_mapped(client: Client) -> None:
     address = client.scheduler.address
     script = textwrap.dedent(
@@ -372,7 +372,7 @@ def test_a_caller_gone_without_a_word_leaves_nothing_mapped(client: Client) -> N
     assert {name for name in mapped_by_workers(client) if name.startswith(theirs)} == set()
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_still_held_tells_a_segment_its_owner_let_go_of() -> None:
     shared = SharedArray.create((4, 4), np.uint8)
@@ -694,7 +694,7 @@ class FailWhileAnotherRuns:
         return block + 100
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="memfd segments: Linux only")
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_memory_a_task_still_maps_after_a_failed_run_is_not_kept_for_reuse(
     client: Client, tmp_path: Path
@@ -859,6 +859,7 @@ class DiesOnce:
         return True
 
 
+@pytest.mark.posix
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_has_its_tiles_rerun(
     client: Client, image: np.ndarray, tmp_path: Path

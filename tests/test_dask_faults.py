@@ -83,6 +83,7 @@ def segfault_at_culprit(block: np.ndarray, tile: Tile) -> np.ndarray:
     return block + 1
 
 
+@pytest.mark.linux
 def test_the_tile_that_segfaults_is_named_not_its_task_mates(client: Client) -> None:
     """Quick tiles travel several to a task: the culprit shares one with others, which are
     then run one by one, each alone, until the one that kills is known."""
@@ -122,6 +123,7 @@ def test_the_tile_that_segfaults_is_named_not_its_task_mates(client: Client) -> 
     client.wait_for_workers(2, timeout=60)  # the nannies restart them; later tests need two
 
 
+@pytest.mark.posix
 def test_task_mates_of_a_tile_that_killed_its_worker_once_are_computed(
     client: Client, tmp_path: Path
 ) -> None:
@@ -192,6 +194,7 @@ def read_line(fifo: int, timeout: float = 60) -> str:
     return data.decode().strip()
 
 
+@pytest.mark.posix
 def test_sigterm_stops_a_run_on_its_own_cluster_as_ctrl_c_does(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / "fifo")
     fifo = os.open(tmp_path / "fifo", os.O_RDWR | os.O_NONBLOCK)  # the writer never blocks

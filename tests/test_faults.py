@@ -38,6 +38,11 @@ TILE = 16  # 3 x 4 tiles
 SHM = Path("/dev/shm")
 
 
+def posix(*values: object) -> object:
+    """A parameter that only POSIX runs: signal deaths, the fork server."""
+    return pytest.param(*values, marks=pytest.mark.posix)
+
+
 # --- leak checks ------------------------------------------------------------------------
 
 
@@ -139,7 +144,7 @@ def kill_worker(
     return block * 2
 
 
-@pytest.mark.parametrize("how", ["exit", "sigkill", "segfault"])
+@pytest.mark.parametrize("how", ["exit", posix("sigkill"), posix("segfault")])
 def test_a_worker_that_dies_once_is_replaced(tmp_path: Path, how: str) -> None:
     func = partial(kill_worker, marks=str(tmp_path), targets=[(1, 2)], how=how, once=True)
     got = tilewise.map_tiles(func, IMAGE, tile=TILE, pass_tile=True, backend="processes")
@@ -151,8 +156,8 @@ def test_a_worker_that_dies_once_is_replaced(tmp_path: Path, how: str) -> None:
     [
         ("exit", "exit code 3"),
         ("sys.exit", "exit code 4"),
-        ("sigkill", "killed by SIGKILL (out of memory?)"),
-        ("segfault", "killed by SIGSEGV"),
+        posix("sigkill", "killed by SIGKILL (out of memory?)"),
+        posix("segfault", "killed by SIGSEGV"),
     ],
 )
 def test_a_tile_that_always_kills_its_worker_is_reported(
@@ -187,7 +192,7 @@ def test_retries_zero_fails_at_the_first_death(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("start_method", ["spawn", posix("forkserver")])
 def test_replacement_workers_under_other_start_methods(tmp_path: Path, start_method: str) -> None:
     func = partial(
         kill_worker, marks=str(tmp_path), targets=[(0, 1), (2, 3)], how="exit", once=True
@@ -209,7 +214,7 @@ tilewise.map_tiles(lambda b: b + 1, image, tile=32, start_method={start_method!r
 """
 
 
-@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("start_method", ["spawn", posix("forkserver")])
 def test_a_script_without_the_main_guard_is_told_why_its_workers_die(
     tmp_path: Path, start_method: str
 ) -> None:
@@ -289,6 +294,7 @@ def hang_on(block: np.ndarray, tile: Tile, *, fifo: str, target: tuple[int, int]
     return block
 
 
+@pytest.mark.posix
 def test_a_hung_tile_times_out_and_its_worker_is_killed(fifo: Fifo) -> None:
     func = partial(hang_on, fifo=str(fifo.path), target=(1, 1))
     # The tile never ends: that the run does is the timeout's doing.
@@ -316,6 +322,7 @@ def fail_while_another_hangs(block: np.ndarray, tile: Tile, *, rendezvous: str) 
     return block
 
 
+@pytest.mark.posix
 def test_a_tile_error_stops_the_run_without_waiting(tmp_path: Path) -> None:
     rendezvous = tmp_path / "rendezvous"
     os.mkfifo(rendezvous)
@@ -396,6 +403,7 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
     return live(processes)
 
 
+@pytest.mark.linux
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("sig", "start_method"),
@@ -425,6 +433,7 @@ def test_a_signal_stops_the_script_and_everything_it_started(
         assert "KeyboardInterrupt" in err
 
 
+@pytest.mark.linux
 @pytest.mark.slow
 @pytest.mark.parametrize(("start_method", "segments"), [("fork", "memfd"), ("spawn", "named")])
 def test_workers_exit_when_the_parent_is_killed(

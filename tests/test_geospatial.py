@@ -491,7 +491,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and process groups")
+@pytest.mark.posix
 def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(tmp_path: Path) -> None:
     dem = dem_with_holes((200, 230))
     write_geotiff(tmp_path / "dem.tif", dem, nodata=NODATA, compress="deflate")

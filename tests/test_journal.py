@@ -227,7 +227,7 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
         pass
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.posix
 def test_the_lock_dies_with_its_holder(tmp_path: Path) -> None:
     out = tmp_path / "o.npy"
     holder = subprocess.Popen(

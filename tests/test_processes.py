@@ -142,6 +142,7 @@ def run_script(
     )
 
 
+@pytest.mark.linux
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
 def test_every_kind_of_function_under_every_start_method(tmp_path: Path, method: str) -> None:
@@ -200,6 +201,7 @@ def wait_for_the_others(
     return block
 
 
+@pytest.mark.posix
 def test_a_slow_tile_does_not_hold_up_the_others(tmp_path: Path) -> None:
     # 16 tiles on 2 workers: after the first wave ((0, 0) and (0, 1), which
     # make the output), while (0, 2) blocks, the other worker must take every
@@ -315,6 +317,7 @@ def worker_descriptors(pid: int) -> set[str]:
     return names
 
 
+@pytest.mark.linux
 @pytest.mark.usefixtures("memfd")
 def test_workers_drop_segments_the_caller_no_longer_holds() -> None:
     method = tilewise.executors.processes.default_start_method()
@@ -464,6 +467,7 @@ def test_bad_process_arguments(kwargs: dict[str, object], error: type, message: 
 # --- shared memory: stale segments, a small /dev/shm -----------------------------------------
 
 
+@pytest.mark.linux
 def test_segments_of_dead_owners_are_removed(tmp_path: Path) -> None:
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
@@ -499,6 +503,7 @@ def test_named_segments_give_the_same_results(make_image: object) -> None:
     np.testing.assert_array_equal(again, -got)
 
 
+@pytest.mark.linux
 @pytest.mark.usefixtures("named_segments")
 def test_small_dev_shm_falls_back_to_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     from tilewise.sharedmem import segments as _segments
@@ -530,6 +535,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.linux
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "warnings_seen"), [("memfd", "0"), ("named", "2")])
 def test_a_real_small_dev_shm_never_sigbus(tmp_path: Path, kind: str, warnings_seen: str) -> None:
@@ -546,6 +552,7 @@ def test_a_real_small_dev_shm_never_sigbus(tmp_path: Path, kind: str, warnings_s
     assert done.stdout.strip() == warnings_seen  # memfd needs no /dev/shm at all
 
 
+@pytest.mark.linux
 def test_remove_stale_segments_ignores_foreign_names() -> None:
     foreign = SHM / "tilewise-not-ours"
     foreign.write_bytes(b"x")

@@ -262,7 +262,7 @@ def cli_command(tmp_path: Path, out: Path, backend: str, tile: int) -> list[str]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform == "win32", reason="FIFOs and process groups")
+@pytest.mark.posix
 @pytest.mark.parametrize(("backend", "suffix"), [("serial", ".tif"), ("processes", ".zarr")])
 def test_a_run_killed_with_sigkill_resumes_to_the_same_result(
     backend: str, suffix: str, tmp_path: Path
@@ -330,7 +330,7 @@ def mapped_files(pid: int) -> set[str]:
         return {parts[5] for line in maps if len(parts := line.split(maxsplit=5)) == 6}
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc/<pid>/maps")
+@pytest.mark.linux
 @pytest.mark.parametrize("suffix", [".npy", ".tif", ".zarr"])
 @pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
 def test_no_process_maps_the_partial_output_when_it_is_published(

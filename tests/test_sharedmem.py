@@ -160,7 +160,7 @@ def test_a_segment_held_through_its_owner_is_dropped_once_the_owner_lets_go() ->
     assert held not in attached.held_segments()
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on Windows")
+@pytest.mark.posix
 def test_the_owner_registry_forgets_what_a_fork_inherits() -> None:
     # A forked child must not reuse, or hold on to, its parent's segments.
     shared = SharedArray.create((8,), np.uint8)

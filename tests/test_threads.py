@@ -216,6 +216,7 @@ os.write(1, b"finished\\n")
 """
 
 
+@pytest.mark.posix
 @pytest.mark.timeout(60)
 def test_ctrl_c_stops_a_threads_run_once_the_tiles_running_are_done() -> None:
     script = subprocess.Popen(
