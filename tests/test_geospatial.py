@@ -28,6 +28,8 @@ from rasterio.control import GroundControlPoint  # noqa: E402
 from rasterio.transform import Affine  # noqa: E402
 from rio_cogeo.cogeo import cog_validate  # noqa: E402
 
+tifffile = pytest.importorskip("tifffile")
+
 #: A UTM zone and 30 m pixels, as a DEM from a national survey.
 UTM = "EPSG:32633"
 NORTH_UP = Affine(30.0, 0.0, 500_000.0, 0.0, -30.0, 4_000_000.0)
@@ -342,6 +344,47 @@ def test_every_lossless_codec_decodes_to_the_uncompressed_result(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif", "packed.tif", "plain.tif"]
 
 
+@pytest.mark.parametrize(("tile", "tiff_tile"), [(512, 512), (768, 256)])
+@pytest.mark.parametrize("backend", ["serial", "threads", "processes"])
+def test_workers_encode_the_tiles_when_run_tiles_cover_whole_tiff_tiles(
+    tile: int, tiff_tile: int, backend: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dem = dem_with_holes((1100, 1300))
+    source = write_geotiff(tmp_path / "dem.tif", dem, nodata=NODATA)
+    plain = tilewise.map_tiles(mean3, source, tile=tile, halo=1, out=tmp_path / "plain.tif")
+
+    def no_last_step(*args: object) -> None:
+        raise AssertionError("the tiles were encoded after the run, not by its workers")
+
+    monkeypatch.setattr("tilewise.io.tiff.encode", no_last_step)
+    packed = tilewise.map_tiles(
+        mean3, source, tile=tile, halo=1, out=tmp_path / "packed.tif", compression="zstd",
+        backend=backend,
+    )  # fmt: skip
+    unpacked, raster = read_back(packed)
+    assert raster.compression.name == "zstd"
+    assert (raster.crs, raster.nodata) == (UTM, NODATA)
+    assert raster.block_shapes == [(tiff_tile, tiff_tile)]
+    np.testing.assert_array_equal(unpacked, read_back(plain)[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dem.tif", "packed.tif", "plain.tif"]
+
+
+@pytest.mark.parametrize("tile", [TILE, 256])  # encoded after the run, and by the workers
+@pytest.mark.parametrize("dtype", ["int64", "complex64", "uint8"])
+def test_dtypes_without_a_predictor_are_compressed_without_one(
+    tile: int, dtype: str, tmp_path: Path
+) -> None:
+    image = np.random.default_rng(5).integers(0, 200, (300, 520)).astype(dtype)
+    out = tilewise.map_tiles(
+        lambda b: b, image, tile=tile, out=tmp_path / "i.tif", compression="deflate"
+    )
+    with tifffile.TiffFile(out) as tif:
+        page = tif.pages[0]
+        predicted = page.predictor != 1
+        np.testing.assert_array_equal(page.asarray(), image)
+    assert predicted == (dtype == "uint8")
+
+
 def test_jpeg_stores_8_bit_images_close_to_the_result(tmp_path: Path) -> None:
     image = ndi.gaussian_filter(np.random.default_rng(4).random((200, 300, 3)), (4, 4, 0)) * 255
     source = write_geotiff(tmp_path / "rgb.tif", image.astype(np.uint8))
@@ -492,8 +535,14 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.slow
 @pytest.mark.posix
-def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(tmp_path: Path) -> None:
-    dem = dem_with_holes((200, 230))
+@pytest.mark.parametrize(
+    ("tile", "encoded_by"),
+    [(64, "the last step, from the uncompressed partial"), (256, "the workers")],
+)
+def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(
+    tile: int, encoded_by: str, tmp_path: Path
+) -> None:
+    dem = dem_with_holes((tile * 3 + 8, tile * 3 + 38))  # 4 x 4 tiles
     write_geotiff(tmp_path / "dem.tif", dem, nodata=NODATA, compress="deflate")
     (tmp_path / "tiles.py").write_text(TILE_FUNCTION)
     (tmp_path / "run.py").write_text(RUN_CLI)
@@ -508,7 +557,7 @@ def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(tmp_pat
     }
     command = [
         sys.executable, "run.py", "apply", "tiles.py:mean3", "dem.tif", "out.tif",
-        "--tile", "64", "--halo", "1", "--backend", "serial", "--compress", "zstd",
+        "--tile", str(tile), "--halo", "1", "--backend", "serial", "--compress", "zstd",
     ]  # fmt: skip
     run = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
     try:
@@ -519,6 +568,8 @@ def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(tmp_pat
         run.wait()
     assert run.returncode == -signal.SIGKILL
     assert not (tmp_path / "out.tif").exists()
+    partial = tmp_path / "out.tif.tilewise-partial"
+    assert partial.is_dir() == (encoded_by == "the workers"), encoded_by
 
     env["TW_BLOCK_AFTER"], env["TW_LOG"] = "1000", str(tmp_path / "second.log")
     resumed = subprocess.run(

@@ -14,11 +14,15 @@ runs. Every pixel then has a fixed place in it, so workers in any process
 write their windows in place through a memory map, concurrently, and a
 resumed run finds the file as the journal left it. A compressed TIFF cannot
 be written that way (its tiles change size, and one writer must place them
-in order), so ``compression=`` adds a last step once every tile is written:
-the tiles are encoded in parallel, by a thread per CPU (the codecs release
-the GIL), and placed in the output by one writer, tifffile's; ``cog=True``
-hands that step to GDAL's COG driver, which also builds the overviews. That
-step needs disk room for the uncompressed result beside the output.
+in order). With a lossless ``compression=`` and run tiles that cover whole
+TIFF tiles, the workers encode their tiles and one writer places them
+(:mod:`tilewise.io.tiff_tiles`). Otherwise (JPEG, other tilings,
+``cog=True``) the uncompressed partial gets a last step once every tile is
+written: the tiles are encoded in parallel, by a thread per CPU (the codecs
+release the GIL), and placed in the output by one writer, tifffile's;
+``cog=True`` hands that step to GDAL's COG driver, which also builds the
+overviews. That step needs disk room for the uncompressed result beside the
+output.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from tilewise.io.base import Window
 from tilewise.io.geo import NO_GEOREFERENCE, ExtraTag, Georeference, read_georeference
 from tilewise.io.nodata import NodataRule
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
+from tilewise.io.tiff_tiles import EncodedTilesSink, worker_tiff_tile
 
 #: Rows and columns of each TIFF tile written: the common choice of GIS tools,
 #: a multiple of 16 as TIFF requires.
@@ -313,18 +318,43 @@ class TiffOutput(OutputFile):
         self.nodata = nodata
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
+        self._tiles: EncodedTilesSink | None = None  # tiles the workers encoded
+        self._extratags: list[ExtraTag] = []
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
+    def create(
+        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+    ) -> TiffSink | EncodedTilesSink:
         check_encodable(self.encoding, self.path, shape, dtype)
-        bands = shape[2] if len(shape) == 3 else 1
-        nodata = None if self.nodata is None else self.nodata.for_output(dtype)
-        extratags = self.georeference.extratags(bands, nodata)
+        _check_storable(self.path, shape, dtype)
+        extratags = self._carried_tags(shape, dtype)
         self._shape, self._dtype = shape, dtype
+        tiff_tile = worker_tiff_tile(self.encoding, shape, tile)
+        if tiff_tile is not None:
+            self._extratags = extratags
+            self._tiles = EncodedTilesSink.create(
+                self.partial, shape, dtype, self.encoding, tiff_tile
+            )
+            return self._tiles
         return TiffSink.create(self.partial, shape, dtype, extratags)
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> TiffSink:
+    def reopen(
+        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+    ) -> TiffSink | EncodedTilesSink:
         self._shape, self._dtype = shape, dtype
+        tiff_tile = worker_tiff_tile(self.encoding, shape, tile)
+        if tiff_tile is not None:
+            self._extratags = self._carried_tags(shape, dtype)
+            self._tiles = EncodedTilesSink.reopen(
+                self.partial, shape, dtype, self.encoding, tiff_tile
+            )
+            return self._tiles
         return TiffSink.reopen(self.partial, shape, dtype)
+
+    def _carried_tags(self, shape: tuple[int, ...], dtype: np.dtype) -> list[ExtraTag]:
+        """The input's georeferencing and the output's nodata, as the output's TIFF tags."""
+        bands = shape[2] if len(shape) == 3 else 1
+        nodata = None if self.nodata is None else self.nodata.for_output(dtype)
+        return self.georeference.extratags(bands, nodata)
 
     def publish(self) -> None:
         if not self.encoding.encodes:
@@ -333,7 +363,10 @@ class TiffOutput(OutputFile):
         assert self._shape is not None, "created or reopened before it is published"
         assert self._dtype is not None
         encoded = temporary_path(self.path)
-        if self.encoding.cog:
+        if self._tiles is not None:
+            written = self._tiles.encoded_bytes()
+            self._tiles.assemble(encoded, self._extratags, photometric(self._shape), written)
+        elif self.encoding.cog:
             write_cog(self.partial, encoded, self.encoding)
         else:
             sink = TiffSink.reopen(self.partial, self._shape, self._dtype)

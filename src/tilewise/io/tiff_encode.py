@@ -158,15 +158,36 @@ def encode(
         tile=tiles.shape[2:4],
         compression=codec,
         compressionargs=args,
-        predictor=codec in ("zstd", "deflate", "lzw"),
+        predictor=predictor(dtype, encoding),
         photometric=photometric,
         planarconfig="contig",
-        bigtiff=tiles.nbytes >= 2**32 - 2**25,  # compressed, it is no bigger
+        bigtiff=tiff_size_is_big(tiles.nbytes),  # compressed, it is no bigger
         extratags=extratags,
         metadata=None,
         maxworkers=available_cpus(),
         buffersize=ENCODE_BUFFER,
     )
+
+
+def predictor(dtype: np.dtype, encoding: Encoding) -> int:
+    """The TIFF predictor tag for ``dtype`` under ``encoding``; 0 for none.
+
+    Floating-point prediction for floats, horizontal differencing for
+    integers of up to 32 bits (as GDAL's PREDICTOR=YES); nothing for wider
+    integers, complex numbers or a codec without a predictor (JPEG).
+    """
+    if encoding.compression not in ("zstd", "deflate", "lzw"):
+        return 0
+    if dtype.kind == "f":
+        return 3
+    if dtype.kind in "iu" and dtype.itemsize <= 4:
+        return 2
+    return 0
+
+
+def tiff_size_is_big(data_bytes: int) -> bool:
+    """Whether a TIFF of ``data_bytes`` of tiles must be a BigTIFF (a classic one ends at 4 GiB)."""
+    return data_bytes >= 2**32 - 2**25
 
 
 def _iter_tiles(tiles: np.ndarray) -> Iterator[np.ndarray]:
