@@ -44,13 +44,10 @@ ALLOWED_PRIVATE = {
 }
 
 
-@pytest.mark.linux
-@pytest.mark.slow
-def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> None:
-    out = tmp_path / "bench"
-    # From the repository's root, as `make bench` runs it: the package is not installed.
+def run_benchmark(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m module`` from the repository's root, as `make bench` does (not installed)."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         timeout=600,
@@ -58,6 +55,14 @@ def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> Non
         cwd=ROOT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.linux
+@pytest.mark.slow
+def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    done = run_benchmark("benchmarks", "--quick", "--out", str(out))
     report = (out / "results.md").read_text(encoding="utf-8")
     assert done.stdout.strip() == report.strip()  # the table is printed too
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -83,6 +88,31 @@ def test_quick_run_reports_every_method_of_every_workload(tmp_path: Path) -> Non
         assert len(result["seconds"]) >= 1
     # Every method key runs in at least one quick workload, so none breaks unseen.
     assert {r["method"] for r in figures["results"]} == set(METHODS)
+
+
+@pytest.mark.linux
+@pytest.mark.slow
+def test_geotiff_benchmark_checks_every_method_against_numpy(tmp_path: Path) -> None:
+    """Each way of making the slope COG runs, is checked against numpy, and is reported."""
+    pytest.importorskip("rasterio")
+    from benchmarks import geotiff
+
+    out = tmp_path / "report"
+    work = ["--work", str(tmp_path / "work"), "--out", str(out)]
+    run_benchmark("benchmarks.geotiff", "--sizes", "small", "--runs", "1", *work)
+    report_json = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert report_json["codec_megapixels_per_second"] > 0
+    figures = report_json["small"]
+    assert list(figures) == list(geotiff.METHODS)
+    for method, result in figures.items():
+        assert "failed" not in result, (method, result)
+        assert result["error"] < 1e-3, method  # degrees, float32 arithmetic in another order
+        assert result["bytes"] > 0
+        assert result["pinned"][0] > 0
+    report = (out / "results.md").read_text(encoding="utf-8")
+    assert all(label in report for label in geotiff.LABELS.values())
+    assert "tilewise pins at most 400 MiB" in report
+    assert "the codec alone" in report
 
 
 @pytest.mark.linux
