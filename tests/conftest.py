@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             if reason is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
                 break
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The journals and locks of URL outputs, in the test's own folder, not the user's cache."""
+    from tilewise.io.urls import STATE_DIR_VARIABLE
+
+    folder = tmp_path / "tilewise-state"
+    monkeypatch.setenv(STATE_DIR_VARIABLE, str(folder))
+    return folder
 
 
 @pytest.fixture(params=BACKENDS, scope="session")

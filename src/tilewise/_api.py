@@ -25,6 +25,7 @@ from tilewise.io.masked import with_mask
 from tilewise.io.nodata import FROM_INPUT, MarkNodata, nodata_rule, with_nodata
 from tilewise.io.open import georeference_of, short_repr
 from tilewise.io.tiff_encode import make_encoding
+from tilewise.io.urls import StoreUrl, check_reachable, check_storage_options
 from tilewise.journal import ResumableRun, run_identity
 
 
@@ -42,6 +43,7 @@ def map_tiles(
     backend: str | None = None,
     pass_tile: bool = False,
     out: np.ndarray | str | os.PathLike[str] | Any | None = None,
+    storage_options: dict[str, Any] | None = None,
     nodata: float | str | None = FROM_INPUT,
     out_nodata: float | None = None,
     metadata: bool = True,
@@ -137,6 +139,15 @@ def map_tiles(
         ``tilewise apply`` refuses an existing output unless ``--overwrite``.
         A ``.tif`` output of a GeoTIFF ``image`` is georeferenced as the
         image is (see ``metadata``).
+    storage_options : dict, optional
+        Options of the filesystem a URL ``image`` or ``out`` is opened with
+        (``s3://``, ``gs://``, ``az://``, ``https://``, ``memory://``...), as
+        fsspec, zarr and dask take them: ``{"anon": True}``,
+        ``{"endpoint_url": ...}``, credentials. A URL ``out`` is a Zarr
+        store, written in place; its journal and lock are local files (see
+        :func:`tilewise.io.urls.state_dir`). No credential is written to
+        the journal or shown in an error; workers get the options with
+        their tasks, as fsspec's own filesystems do.
     nodata : float, None or "input"
         The value of pixels that carry no value; by default the GeoTIFF
         image's own (its GDAL nodata tag), else none. They reach ``func`` as
@@ -193,16 +204,18 @@ def map_tiles(
         With ``"dask"``: the cluster to run on. Without ``client`` or
         ``scheduler``, the current default client, or else a ``LocalCluster``
         of this machine's CPUs, started and closed with the call. Files are
-        read and written by the workers: they must see the same paths.
+        read and written by the workers: they must see the same paths, or
+        be URLs of object storage, which needs no shared disk.
     scheduler : str, optional
         With ``"dask"``: the address of the cluster's scheduler,
         ``"tcp://HOST:PORT"`` (or ``"tls://..."``, with Dask's TLS settings).
 
     Returns
     -------
-    numpy.ndarray, zarr.Array or pathlib.Path
+    numpy.ndarray, zarr.Array, pathlib.Path or str
         Shape (H, W) plus the extra dimensions of ``func``'s results; ``out``
-        when given (as a :class:`~pathlib.Path` for a file); for a masked
+        when given (as a :class:`~pathlib.Path` for a file, the URL as given
+        for a store behind one); for a masked
         ``image``, a ``numpy.ma.MaskedArray``.
 
     Raises
@@ -236,7 +249,8 @@ def map_tiles(
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
     user_func = func
-    source = open_source(image)
+    check_storage_options(storage_options, image, out)
+    source = open_source(image, storage_options)
     encoding = make_encoding(compression, level, cog, overview_resampling)
     georeference = georeference_of(source)
     rule = nodata_rule(nodata, out_nodata, source.dtype, georeference.nodata)
@@ -272,9 +286,15 @@ def map_tiles(
         func = MarkNodata(func, plan.pass_tile, rule, plan.dtype)
         plan = replace(plan, pass_tile=True)
     carried = georeference if check.flag("metadata", metadata) else NO_GEOREFERENCE
-    output = open_output(out, encoding, carried, rule, plan.dtype) if is_path(out) else None
+    output = (
+        open_output(out, encoding, carried, rule, plan.dtype, storage_options)
+        if is_path(out)
+        else None
+    )
     if output is None:
         encoding.refuse(out)
+    check_reachable("image", source.path, plan.backend)
+    check_reachable("out", None if output is None else output.path, plan.backend)
     if plan.resume and output is None:
         raise ArgumentError(f"resume=True: needs out= a file path, not {short_repr(out)}")
     sink = None if out is None or output is not None else open_sink(out, source, plan.tile)
@@ -304,7 +324,7 @@ def map_tiles(
         tiles = [tile for tile in grid if tile.index not in run.done]
         # A resumed run's output is there already; a new one is made from the first wave.
         _run(replace(job, sink=run.sink), tiles, run, plan, record=run.tile_done)
-    return output.path
+    return out if isinstance(output.path, StoreUrl) else output.path
 
 
 def _check_dtype_fits(dtype: np.dtype, out_dtype: np.dtype, casting: Casting) -> None:

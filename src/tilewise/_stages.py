@@ -26,7 +26,7 @@ import numpy as np
 from tilewise.boundary import read_block
 from tilewise.errors import TileError
 from tilewise.grid import Tile
-from tilewise.io.base import Sink, Source, image_shape
+from tilewise.io.base import Location, Sink, Source, image_shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,10 +94,15 @@ def located(stage: str, source: Source | None = None, sink: Sink | None = None) 
     it absolute here too gives every backend the same text.
     """
     if stage == READ and source is not None and source.path is not None:
-        return f"{READ} from {str(Path(source.path).absolute())!r}"
+        return f"{READ} from {_shown(source.path)!r}"
     if stage == WRITE and sink is not None and sink.path is not None:
-        return f"{WRITE} to {str(Path(sink.path).absolute())!r}"
+        return f"{WRITE} to {_shown(sink.path)!r}"
     return stage
+
+
+def _shown(location: Location) -> str:
+    """A path made absolute; a URL without its credentials."""
+    return str(location.absolute() if isinstance(location, Path) else location)
 
 
 def tile_error(tile: Tile, stage: str, exc: Exception) -> TileError:

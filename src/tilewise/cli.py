@@ -34,6 +34,8 @@ from tilewise._plan import BACKENDS, scheduler_address
 from tilewise.boundary import BOUNDARIES
 from tilewise.errors import TileError, TilewiseError
 from tilewise.io.tiff_encode import LEVELS, OVERVIEW_RESAMPLINGS
+from tilewise.io.urls import StoreUrl, is_url, redact, state_file, store_url
+from tilewise.journal import JOURNAL
 
 APPLY_EXAMPLES = """\
 examples:
@@ -42,6 +44,8 @@ examples:
   tilewise apply my_lab.steps:denoise big.zarr clean.npy --workers 8 --resume
   tilewise apply filters.py:slope dem.npy slope.zarr --halo 1 --overwrite
   tilewise apply filters.py:slope /data/dem.zarr /data/slope.zarr --halo 1 --scheduler tcp://sched:8786
+  tilewise apply filters.py:slope s3://scenes/dem.zarr s3://scenes/slope.zarr --halo 1 \
+      --storage-option endpoint_url=http://localhost:9000
 
 MODULE is an importable module (dotted name) or the path of a .py file; FUNC
 is called as FUNC(block) on each tile plus HALO pixels of context, and must
@@ -53,13 +57,15 @@ and OUTPUT.tilewise-journal, and the same command with --resume computes
 only the tiles still missing.
 With --scheduler, the tiles run on that Dask cluster: its workers read INPUT
 and write OUTPUT themselves, so both must be on storage every worker sees at
-the same path.
+the same path, or URLs of object storage. A URL OUTPUT (a .zarr store) is
+written in place; its journal is a local file (see docs/cluster.md).
 """
 
 INFO_EXAMPLES = """\
 examples:
   tilewise info scan.tif
   tilewise info big.zarr --tile 1024 --halo 8 --workers 16
+  tilewise info https://example.org/scene-cog.tif
 """
 
 
@@ -128,6 +134,36 @@ def _keyword(text: str) -> tuple[str, Any]:
         return name, value
 
 
+def _storage_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of fsspec's storage options; ``a.b=V`` sets ``{"a": {"b": V}}``."""
+    key, sep, value = text.partition("=")
+    if not sep or not all(part.isidentifier() for part in key.split(".")):
+        raise argparse.ArgumentTypeError(
+            f"{text.partition('=')[0]!r}: expected KEY=VALUE, e.g. anon=True or "
+            "client_kwargs.region_name=eu-west-1"
+        )
+    try:
+        return key, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return key, value
+
+
+def _storage_options(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:
+    """The ``storage_options=`` dict of ``--storage-option`` pairs; None without any."""
+    if not pairs:
+        return None
+    options: dict[str, Any] = {}
+    for key, value in pairs:
+        *parents, last = key.split(".")
+        level = options
+        for parent in parents:
+            level = level.setdefault(parent, {})
+            if not isinstance(level, dict):
+                raise CommandError(f"--storage-option {key}=...: {parent} is set to a value")
+        level[last] = value
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -154,9 +190,12 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     apply.add_argument("func", metavar="MODULE:FUNC", help="the function, e.g. filters.py:smooth")
-    apply.add_argument("input", metavar="INPUT", help="image file or .zarr store")
-    apply.add_argument("output", metavar="OUTPUT", help="file or .zarr store to write")
+    apply.add_argument("input", metavar="INPUT", help="image file or .zarr store, or a URL")
+    apply.add_argument(
+        "output", metavar="OUTPUT", help="file or .zarr store to write, or a URL of a .zarr store"
+    )
     _add_tiling(apply)
+    _add_storage(apply)
     apply.add_argument(
         "--boundary",
         choices=BOUNDARIES,
@@ -255,8 +294,21 @@ def _add_info(commands: Any, common: argparse.ArgumentParser) -> None:
         epilog=INFO_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument("input", metavar="INPUT", help="image file or .zarr store")
+    info.add_argument("input", metavar="INPUT", help="image file or .zarr store, or a URL")
     _add_tiling(info)
+    _add_storage(info)
+
+
+def _add_storage(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--storage-option",
+        type=_storage_option,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec option for URLs (s3://, gs://, https://...), repeatable, e.g. anon=True, "
+        "endpoint_url=http://localhost:9000; VALUE is a Python literal or a string",
+    )
 
 
 def _add_tiling(command: argparse.ArgumentParser) -> None:
@@ -412,8 +464,10 @@ def _with_keywords(func: Callable[..., Any], spec: str, keywords: dict[str, Any]
 
 def _apply(args: argparse.Namespace) -> int:
     # Before anything else: importing FUNC may take long, and the answer is known now.
-    if not args.overwrite and os.path.lexists(args.output):
-        raise CommandError(f"OUTPUT={args.output!r}: exists; pass --overwrite to replace it")
+    storage_options = _storage_options(args.storage_option)
+    if not args.overwrite and _exists(args.output, storage_options, args.resume):
+        shown = redact(args.output)
+        raise CommandError(f"OUTPUT={shown!r}: exists; pass --overwrite to replace it")
     from tilewise._api import map_tiles
 
     func = load_function(args.func)
@@ -425,6 +479,7 @@ def _apply(args: argparse.Namespace) -> int:
         func,
         args.input,
         out=args.output,
+        storage_options=storage_options,
         tile=args.tile,
         halo=args.halo,
         boundary=args.boundary,
@@ -448,6 +503,20 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exists(output: str, storage_options: dict[str, Any] | None, resume: bool) -> bool:
+    """Whether OUTPUT is there, and not as the partial output of a run ``--resume`` finishes.
+
+    A store behind a URL is written in place: while its journal is there, it is a partial one.
+    """
+    if not is_url(output):
+        return os.path.lexists(output)
+    url = store_url(output, storage_options, "OUTPUT")
+    if resume and state_file(url, JOURNAL).exists():
+        return False
+    fs, root = url.filesystem()
+    return bool(fs.exists(root))
+
+
 # --- tilewise info -----------------------------------------------------------------------
 
 
@@ -456,7 +525,7 @@ def _info(args: argparse.Namespace) -> int:
     from tilewise.io import open_source
     from tilewise.io.image import ImageSource
 
-    source = open_source(args.input)
+    source = open_source(args.input, _storage_options(args.storage_option))
     rows, cols = source.shape[:2]
     channels = math.prod(source.shape[2:])
     pixel_bytes = channels * source.dtype.itemsize
@@ -510,7 +579,12 @@ def _georeferencing(source: Any) -> list[tuple[str, str]]:
         except ImportError:
             lines.append(("crs", "georeferenced (pip install 'tilewise[geo]' to show it)"))
         else:
-            with rasterio.open(source.path) as raster:
+            if isinstance(source.path, StoreUrl):  # GDAL reads it through fsspec's file
+                fs, path = source.path.filesystem()
+                opened = rasterio.open(path, opener=fs)
+            else:
+                opened = rasterio.open(source.path)
+            with opened as raster:
                 crs, (gcps, _) = raster.crs, raster.gcps
                 affine = ", ".join(f"{v:.12g}" for v in raster.transform[:6])
                 lines.append(("crs", "none" if crs is None else crs.to_string()))

@@ -1,6 +1,8 @@
 """Resume: which tiles of a file output are done, recorded only once their data is on disk.
 
-The journal is a text file beside the output, ``OUTPUT.tilewise-journal``::
+The journal is a text file beside the output, ``OUTPUT.tilewise-journal``
+(for an output behind a URL, a local file named after it in
+:func:`tilewise.io.urls.state_dir`)::
 
     {"input": {...}, "func": {...}, "tile": [512, 512], ...} 5c0e3a91   <- the run, CRC32
     0 0 8bd5a4a2                                                       <- tile (0, 0), CRC32
@@ -15,11 +17,12 @@ after it, so its tile is recomputed. Commits are batched, every
 work plus the tiles that were running.
 
 A resumed run must be the same run: the header records the input (path,
-size, modification time; or a digest of sampled rows for an in-memory
-image), the function (qualified name and a digest of its bytecode), and the
-tile, halo, boundary, cval, pass_tile and dtype. Any difference refuses the
-resume and says what changed. The digest covers the function's own code,
-not the functions it calls.
+size, modification time; a URL's listing of names, sizes and ETags; or a
+digest of sampled rows for an in-memory image), the function (qualified
+name and a digest of its bytecode), and the tile, halo, boundary, cval,
+pass_tile and dtype. Any difference refuses the resume and says what
+changed. The digest covers the function's own code, not the functions it
+calls.
 
 On success the output is renamed into place and the journal removed: an
 output file that exists is complete, and a ``*.tilewise-journal`` file means
@@ -53,8 +56,9 @@ from tilewise.io import Allocate, FileOutput, FileSink, Source
 from tilewise.io._files import fsync_dir, remove, temporary_path
 from tilewise.io.dask_array import DaskArraySource
 from tilewise.io.geo import nodata_text
-from tilewise.io.lock import OutputLock
+from tilewise.io.lock import LOCK, OutputLock
 from tilewise.io.nodata import NodataRule, NodataSource
+from tilewise.io.urls import StoreUrl
 
 #: Seconds between commits; 0 commits each tile before the next is recorded.
 COMMIT_INTERVAL = 1.0
@@ -100,6 +104,8 @@ def input_identity(source: Source) -> dict[str, Any]:
     if isinstance(source, DaskArraySource):
         return {**found, "dask_graph": str(source.array.name)}
     path = source.path
+    if isinstance(path, StoreUrl):
+        return {"url": str(path), **path.fingerprint(), **found}
     if path is not None:
         size, mtime_ns = _stat_tree(Path(path))
         return {"path": str(Path(path).resolve()), "size": size, "mtime_ns": mtime_ns, **found}
@@ -346,10 +352,10 @@ class ResumableRun:
         self.identity = identity
         self.resume = resume
         self.tile = tile
-        self.journal_path = journal_path(output.path)
+        self.journal_path = output.state_file(JOURNAL)
         self.sink: FileSink | None = None
         self.done: frozenset[tuple[int, int]] = frozenset()
-        self._lock = OutputLock(output.path)
+        self._lock = OutputLock(str(output.path), output.state_file(LOCK))
         self._journal: Journal | None = None
 
     def __enter__(self) -> ResumableRun:
@@ -372,8 +378,8 @@ class ResumableRun:
                 why = f"its journal is unreadable ({exc})"
             else:
                 why = f"no {self.journal_path.name}"
-            if previous is not None and not self.output.partial.exists():
-                previous, why = None, f"no {self.output.partial.name} beside its journal"
+            if previous is not None and not self.output.has_partial():
+                previous, why = None, f"no partial output {str(self.output.partial)!r}"
             if previous is None:
                 warnings.warn(
                     f"resume=True: no interrupted run of {str(self.output.path)!r} to resume "
@@ -383,8 +389,8 @@ class ResumableRun:
         if previous is None:
             # The journal goes first: it must never describe a file it did not see written.
             remove(self.journal_path)
-            remove(self.output.partial)
-            fsync_dir(self.output.path.parent)
+            self.output.discard_partial()
+            fsync_dir(self.journal_path.parent)
             return
         header, done = previous
         changed = differences(header, self.identity)
@@ -428,6 +434,6 @@ class ResumableRun:
             if exc_type is None:
                 self.output.publish()
                 remove(self.journal_path)
-                fsync_dir(self.output.path.parent)
+                fsync_dir(self.journal_path.parent)
         finally:
             self._lock.release()

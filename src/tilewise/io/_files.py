@@ -149,6 +149,16 @@ class OutputFile:
         """Temporary files a killed run may leave behind; never needed again."""
         return [temporary_path(self.path)]
 
+    def state_file(self, suffix: str) -> Path:
+        """The file of the run's own (its journal, its lock): beside the output."""
+        return self.path.with_name(self.path.name + suffix)
+
+    def has_partial(self) -> bool:
+        return self.partial.exists()
+
+    def discard_partial(self) -> None:
+        remove(self.partial)
+
     def publish(self) -> None:
         if self.partial.is_file():
             fsync_file(self.partial)

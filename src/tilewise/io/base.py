@@ -13,8 +13,12 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from tilewise.io.urls import StoreUrl
+
 #: A window of the image: (rows, cols).
 Window = tuple[slice, slice]
+#: Where a file or store is: a local path, or a URL (shown redacted, opened with its options).
+Location = Path | StoreUrl
 #: Makes a new, uninitialised array where an executor's workers can write it.
 Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
@@ -30,7 +34,7 @@ class Source(Protocol):
     def dtype(self) -> np.dtype: ...
 
     @property
-    def path(self) -> Path | None:
+    def path(self) -> Location | None:
         """The file or store read, which any process can open; None for an array in memory."""
         ...
 
@@ -69,7 +73,7 @@ class Sink(Protocol):
     def dtype(self) -> np.dtype: ...
 
     @property
-    def path(self) -> Path | None:
+    def path(self) -> Location | None:
         """The file or store written, which any process can open; None for memory."""
         ...
 
@@ -122,13 +126,27 @@ class FileOutput(Protocol):
 
     Tiles are written to ``partial``, beside ``path``; ``publish`` moves the
     finished result to ``path`` in one atomic rename, so a file at ``path``
-    is always complete.
+    is always complete. A store behind a URL is its own partial, written in
+    place (an object store has no rename).
     """
 
-    path: Path
+    @property
+    def path(self) -> Location: ...
 
     @property
-    def partial(self) -> Path: ...
+    def partial(self) -> Location: ...
+
+    def state_file(self, suffix: str) -> Path:
+        """The local file of this run named by ``suffix``: its journal, its lock."""
+        ...
+
+    def has_partial(self) -> bool:
+        """Whether an interrupted run's partial output is there."""
+        ...
+
+    def discard_partial(self) -> None:
+        """Remove an interrupted run's partial output, if any."""
+        ...
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> FileSink:
         """A new, empty ``partial`` of this shape and dtype, tile-aligned."""

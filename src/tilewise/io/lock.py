@@ -5,6 +5,11 @@ Windows), not the lock file's existence: it is released when its holder
 exits, even when killed, so a crash never leaves a stale lock behind. The
 file holds the holder's pid, only to name it in the error.
 
+An output behind a URL is locked by a local file too
+(:func:`tilewise.io.urls.state_file`): that stops two runs on this machine,
+not two machines, writing it; nothing an object store offers to all of
+fsspec's filesystems would.
+
 Windows' locks are mandatory and cover a region of the file: nobody else
 may read a locked byte. So the lock is on one byte far past the pid
 (:data:`LOCKED_BYTE`), which stays readable.
@@ -60,9 +65,10 @@ class OutputLock:
     tilewise.errors.ArgumentError: out=...: another tilewise run (pid ...) is writing it; wait for it to end, or stop it
     """  # noqa: E501
 
-    def __init__(self, output: Path) -> None:
+    def __init__(self, output: Path | str, path: Path | None = None) -> None:
+        """Lock ``output`` (named in errors) by the file ``path``, by default beside it."""
         self.output = output
-        self.path = output.with_name(output.name + LOCK)
+        self.path = path if path is not None else Path(output).with_name(Path(output).name + LOCK)
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:

@@ -8,6 +8,7 @@ reads or writes a window opens its own handle.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -16,7 +17,7 @@ import numpy as np
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.io._files import OutputFile, check_exists, check_writable_parent
 from tilewise.io.array import ArraySink, ArraySource
-from tilewise.io.base import Sink, Source
+from tilewise.io.base import FileOutput, Sink, Source
 from tilewise.io.dask_array import DaskArraySource, is_dask_array
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.image import ImageOutput, ImageSource
@@ -25,7 +26,15 @@ from tilewise.io.nodata import NodataRule
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
-from tilewise.io.zarr import ZarrOutput, ZarrSink, ZarrSource, check_tile_aligned, is_zarr_array
+from tilewise.io.urls import StoreUrl, is_url, redact, store_url
+from tilewise.io.zarr import (
+    ZarrOutput,
+    ZarrSink,
+    ZarrSource,
+    ZarrUrlOutput,
+    check_tile_aligned,
+    is_zarr_array,
+)
 
 #: Readable suffixes and the source class of each.
 SOURCES: dict[str, type[Source]] = {
@@ -52,8 +61,11 @@ def is_path(value: Any) -> TypeGuard[str | os.PathLike[str]]:
     return isinstance(value, (str, os.PathLike))
 
 
-def open_source(image: Any) -> Source:
-    """A checked source for a numpy (or masked) array, a zarr or dask array, or an image's path.
+def open_source(image: Any, storage_options: Mapping[str, Any] | None = None) -> Source:
+    """A checked source for a numpy (or masked) array, a zarr or dask array, an image's path or URL.
+
+    A URL (``s3://``, ``https://``...) is opened with ``storage_options``:
+    a ``.tif`` by range requests, anything else as a Zarr store.
 
     Examples
     --------
@@ -65,7 +77,10 @@ def open_source(image: Any) -> Source:
     ...
     tilewise.errors.MissingInputError: image='scan.bmp': no such file or folder
     """
-    if is_path(image):
+    if is_url(image):
+        source = _source_from_url(store_url(image, storage_options, "image"))
+        what = f"image={redact(image)!r}"
+    elif is_path(image):
         source = _source_from_path(Path(image))
         what = f"image={str(image)!r}"
     elif is_zarr_array(image):
@@ -105,15 +120,28 @@ def _source_from_path(path: Path) -> Source:
     return source_type(path)  # type: ignore[call-arg]
 
 
+def _source_from_url(url: StoreUrl) -> Source:
+    if url.suffix in (".tif", ".tiff"):
+        return TiffSource(url)
+    if url.suffix in SOURCES:
+        raise ArgumentError(
+            f"image={str(url)!r}: tilewise reads URLs of .tif files and Zarr stores, not "
+            f"{url.suffix} files; copy it to a local file first"
+        )
+    return ZarrSource(path=url)
+
+
 def open_output(
     out: str | os.PathLike[str],
     encoding: Encoding = AS_WRITTEN,
     georeference: Georeference = NO_GEOREFERENCE,
     nodata: NodataRule | None = None,
     dtype: np.dtype | None = None,
-) -> OutputFile:
+    storage_options: Mapping[str, Any] | None = None,
+) -> FileOutput:
     """The output file ``out`` names, its format from the suffix; nothing is written yet.
 
+    A URL is written as a Zarr store, in place (see :class:`ZarrUrlOutput`).
     A ``.tif`` output is stored per ``encoding``, carries ``georeference``
     and declares the nodata value ``nodata`` gives for its dtype (checked
     now if ``dtype`` is known); a ``.zarr`` output carries both as
@@ -126,6 +154,15 @@ def open_output(
     ...
     tilewise.errors.ArgumentError: out='result.h5': unknown output format '.h5'; tilewise writes .npy, .tif, .tiff, .zarr, .png, .jpg, .jpeg
     """  # noqa: E501
+    if is_url(out):
+        url = store_url(out, storage_options, "out")
+        if url.suffix != ".zarr":
+            raise ArgumentError(
+                f"out={str(url)!r}: tilewise writes Zarr stores (.zarr) to URLs; write other "
+                "formats to a local path"
+            )
+        encoding.refuse(out)
+        return ZarrUrlOutput(url, georeference, nodata, dtype)
     path = Path(out)
     output_type = OUTPUTS.get(path.suffix.lower())
     if output_type is None:

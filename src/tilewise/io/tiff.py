@@ -3,7 +3,9 @@
 Reading: an uncompressed contiguous image is memory-mapped; any other
 (compressed, striped or tiled, BigTIFF or not) is read through tifffile's
 Zarr interface, which decodes only the strips or tiles a window overlaps.
-A compressed single-strip image has to be decoded whole for every window:
+A TIFF behind a URL (``https://``, ``s3://``) is read the same way, by
+range requests (:data:`URL_BLOCK`). A compressed single-strip image has to
+be decoded whole for every window:
 rewrite it tiled (``tifffile.imwrite(..., tile=(256, 256))``) first. Of a
 file with overviews (a COG), the full-resolution image is read. A GeoTIFF's
 georeferencing and nodata value are read with it (:mod:`tilewise.io.geo`).
@@ -27,16 +29,17 @@ output.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tilewise._optional import import_optional
-from tilewise.errors import ArgumentError
+from tilewise.errors import ArgumentError, MissingInputError
 from tilewise.io._chunks import ChunkCache
 from tilewise.io._files import (
     OutputFile,
@@ -50,9 +53,14 @@ from tilewise.io._files import (
 from tilewise.io.base import Window
 from tilewise.io.geo import NO_GEOREFERENCE, ExtraTag, Georeference, read_georeference
 from tilewise.io.nodata import NodataRule
+from tilewise.io.retry import with_retries
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
 from tilewise.io.tiff_tiles import EncodedTilesSink, worker_tiff_tile
+from tilewise.io.urls import StoreUrl
 
+#: Bytes asked for per range request of a TIFF behind a URL: the header's IFDs in
+#: one, and a few tiles ahead of each one read.
+URL_BLOCK = 256 * 2**10
 #: Rows and columns of each TIFF tile written: the common choice of GIS tools,
 #: a multiple of 16 as TIFF requires.
 TIFF_TILE = (256, 256)
@@ -62,27 +70,45 @@ def _tifffile(needed_for: str) -> Any:
     return import_optional("tifffile", needed_for)
 
 
-def _open_tiff(path: Path, what: str) -> Any:
+@contextlib.contextmanager
+def _open_tiff(path: Path | StoreUrl, what: str) -> Iterator[Any]:
+    """A TiffFile of ``path``; of a URL, over a file that reads by range requests."""
     tifffile = _tifffile(f"{what} .tif files")
+    with contextlib.ExitStack() as opened:
+        file = opened.enter_context(_url_file(path)) if isinstance(path, StoreUrl) else path
+        try:
+            tif = opened.enter_context(tifffile.TiffFile(file))
+        except (tifffile.TiffFileError, ValueError) as exc:
+            raise ArgumentError(f"{what}={str(path)!r}: not a readable TIFF ({exc})") from exc
+        yield tif
+
+
+def _url_file(url: StoreUrl) -> Any:
+    """The file behind ``url``, read in range requests of :data:`URL_BLOCK` bytes."""
+    fs, path = url.filesystem()
     try:
-        return tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, ValueError) as exc:
-        raise ArgumentError(f"{what}={str(path)!r}: not a readable TIFF ({exc})") from exc
+        return with_retries(
+            lambda: fs.open(path, "rb", block_size=URL_BLOCK, cache_type="readahead"),
+            f"opening {str(url)!r}",
+        )
+    except FileNotFoundError as exc:
+        raise MissingInputError(f"image={str(url)!r}: no such file") from exc
 
 
 class TiffSource(Reopening):
     """The first image of a TIFF file, read window by window."""
 
-    _handles = ("_memmap", "_zarr", "_cache")
+    _handles = ("_memmap", "_zarr", "_cache", "_file")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path | StoreUrl) -> None:
         self.path = path
         with _open_tiff(path, "image") as tif:
             series = tif.series[0]
             page = series.keyframe
             axes, shape = series.axes, tuple(series.shape)
             self._file_dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-            self._offset = series.dataoffset if page.is_memmappable else None
+            local = isinstance(path, Path)
+            self._offset = series.dataoffset if page.is_memmappable and local else None
             if page.is_tiled:
                 chunking = f"tiles {page.tile}"
             else:
@@ -111,8 +137,15 @@ class TiffSource(Reopening):
         self._memmap: np.memmap | None = None
         self._zarr: Any = None
         self._cache: ChunkCache | None = None
+        self._file: Any = None  # the file behind a URL
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
+        if isinstance(self.path, StoreUrl):
+            where = f"reading from {str(self.path)!r}"
+            return with_retries(lambda: self._read(rows, cols), where)
+        return self._read(rows, cols)
+
+    def _read(self, rows: slice, cols: slice) -> np.ndarray:
         if self._offset is not None:
             image = self._memmapped()
             window = image[:, rows, cols] if self._planar else image[rows, cols]
@@ -131,6 +164,7 @@ class TiffSource(Reopening):
     def _memmapped(self) -> np.memmap:
         if self._memmap is None:
             assert self._offset is not None
+            assert isinstance(self.path, Path)  # a URL is never memory-mapped
             self._memmap = np.memmap(
                 self.path, self._file_dtype, "r", int(self._offset), self._file_shape
             )
@@ -140,9 +174,10 @@ class TiffSource(Reopening):
         # tifffile's store locks its file handle around each read: threads can share it.
         if self._zarr is None:
             zarr = import_optional("zarr", "reading compressed or tiled .tif files by window")
-            store = _tifffile("reading .tif files").imread(
-                self.path, aszarr=True, series=0, level=0
-            )
+            file = self.path
+            if isinstance(self.path, StoreUrl):
+                file = self._file = _url_file(self.path)
+            store = _tifffile("reading .tif files").imread(file, aszarr=True, series=0, level=0)
             self._zarr = zarr.open_array(store=store, mode="r")
         return self._zarr
 

@@ -1,10 +1,16 @@
-"""Zarr arrays (zarr-python 3): local directory stores by path, or zarr array objects.
+"""Zarr arrays (zarr-python 3): stores by path or URL, or zarr array objects.
 
 A Zarr chunk is compressed as a whole, so writing part of one means
 reading, changing and rewriting all of it: two tiles writing parts of the
 same chunk at once lose one tile's data. tilewise therefore creates output
 stores with one chunk per tile, and refuses an ``out=`` array whose chunks
 (or shards) a tile boundary would split.
+
+A store behind a URL (``s3://``, ``gs://``, ``memory://``...) is opened by
+zarr through fsspec with the run's ``storage_options``, and written in
+place: an object store has no rename to publish it with. Its reads and
+writes are retried on transient errors (:mod:`tilewise.io.retry`), and its
+run's journal and lock are local files (:func:`tilewise.io.urls.state_file`).
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from tilewise._optional import import_optional
 from tilewise.errors import ArgumentError
 from tilewise.io._chunks import ChunkCache
 from tilewise.io._files import OutputFile, Reopening, fsync_dir, fsync_file
-from tilewise.io.base import Window
+from tilewise.io.base import Location, Window
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.geozarr import dimension_names, geozarr_attributes
 from tilewise.io.nodata import NodataRule
+from tilewise.io.retry import with_retries
+from tilewise.io.urls import StoreUrl, state_file
 
 #: zarr stores that live in one process: an array in one cannot be written from another.
 PROCESS_LOCAL_STORES = ("MemoryStore", "GpuMemoryStore", "ZipStore")
@@ -43,13 +51,20 @@ def is_zarr_array(value: Any) -> bool:
     return type(value).__module__.startswith("zarr.") and hasattr(value, "chunks")
 
 
-def _open(path: Path, mode: str, what: str) -> Any:
+def _store(location: Location) -> dict[str, Any]:
+    """The ``store=`` (and ``storage_options=``) zarr opens ``location`` with."""
+    if isinstance(location, StoreUrl):
+        return {"store": location.url, "storage_options": dict(location.storage_options)}
+    return {"store": str(location)}
+
+
+def _open(location: Location, mode: str, what: str) -> Any:
     zarr = _zarr(f"{what} .zarr stores")
     try:
-        return zarr.open_array(store=str(path), mode=mode)
+        return zarr.open_array(**_store(location), mode=mode)
     except (FileNotFoundError, zarr.errors.NodeTypeValidationError) as exc:
         raise ArgumentError(
-            f"{what}={str(path)!r}: not a Zarr array ({exc}); "
+            f"{what}={str(location)!r}: not a Zarr array ({exc}); "
             "for an array inside a group, give its path, e.g. 'store.zarr/0'"
         ) from exc
 
@@ -61,9 +76,9 @@ def describe(array: Any) -> str:
 
 
 class ZarrSource(Reopening):
-    """A zarr array read window by window; a store opened by path is reopened per process."""
+    """A zarr array read window by window; a store opened by path or URL is reopened per process."""
 
-    def __init__(self, array: Any = None, path: Path | None = None) -> None:
+    def __init__(self, array: Any = None, path: Location | None = None) -> None:
         self.path = path
         if array is None:
             assert path is not None
@@ -85,13 +100,15 @@ class ZarrSource(Reopening):
                 assert self.path is not None
                 array = self._array = _open(self.path, "r", "image")
             cache = self._cache = ChunkCache(array, self.chunks)
+        if isinstance(self.path, StoreUrl):
+            return with_retries(lambda: cache.read(rows, cols), f"reading from {str(self.path)!r}")
         return cache.read(rows, cols)
 
 
 class ZarrSink(Reopening):
     """Writes windows into a zarr array; each tile owns whole chunks (see the module docstring)."""
 
-    def __init__(self, array: Any = None, path: Path | None = None) -> None:
+    def __init__(self, array: Any = None, path: Location | None = None) -> None:
         self.path = path
         if array is None:
             assert path is not None
@@ -108,7 +125,7 @@ class ZarrSink(Reopening):
     @classmethod
     def create(
         cls,
-        path: Path,
+        path: Location,
         shape: tuple[int, ...],
         dtype: np.dtype,
         tile: tuple[int, int],
@@ -116,7 +133,7 @@ class ZarrSink(Reopening):
     ) -> ZarrSink:
         described = described or Described()
         array = _zarr("writing .zarr stores").create_array(
-            store=str(path),
+            **_store(path),
             shape=shape,
             chunks=(*tile, *shape[2:]),
             dtype=dtype,
@@ -125,14 +142,15 @@ class ZarrSink(Reopening):
             dimension_names=described.dimension_names,
             fill_value=described.fill_value,
         )
-        fsync_file(path / "zarr.json")
-        fsync_dir(path)
-        fsync_dir(path.parent)
+        if isinstance(path, Path):
+            fsync_file(path / "zarr.json")
+            fsync_dir(path)
+            fsync_dir(path.parent)
         return cls(array, path)
 
     @classmethod
     def reopen(
-        cls, path: Path, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+        cls, path: Location, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
     ) -> ZarrSink:
         array = _open(path, "r+", "out")
         if tuple(array.shape) != shape or array.dtype != dtype or array.chunks[:2] != tile:
@@ -153,11 +171,18 @@ class ZarrSink(Reopening):
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._array = _open(self.path, "r+", "out")  # type: ignore[arg-type]
-        array[rows, cols] = data
+        if isinstance(self.path, StoreUrl):
+            where = f"writing to {str(self.path)!r}"
+            with_retries(lambda: array.__setitem__((rows, cols), data), where)
+        else:
+            array[rows, cols] = data
 
     def sync(self, windows: Sequence[Window]) -> None:
-        """fsync the chunk files of these windows, then the folders their renames changed."""
-        if self.path is None:
+        """fsync the chunk files of these windows, then the folders their renames changed.
+
+        A store behind a URL has nothing to force: its writes return once it acknowledged them.
+        """
+        if not isinstance(self.path, Path):
             return
         if self._array is None:
             self._array = _open(self.path, "r+", "out")
@@ -205,6 +230,36 @@ class Described:
     dimension_names: tuple[str, ...] | None = None
     fill_value: float | None = None  # the nodata value, which GDAL and xarray read from it
 
+    @classmethod
+    def of(
+        cls,
+        georeference: Georeference,
+        nodata: NodataRule | None,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+    ) -> Described:
+        """What an output of ``shape`` and ``dtype`` says: where it is, which value is nodata."""
+        attributes = geozarr_attributes(georeference, shape)
+        return cls(
+            attributes=attributes,
+            dimension_names=dimension_names(shape) if attributes else None,
+            fill_value=None if nodata is None else nodata.for_output(dtype),
+        )
+
+
+def _check_target(
+    out: Location, exists: bool, is_store: bool, nodata: NodataRule | None, dtype: np.dtype | None
+) -> None:
+    """Refuse to replace what is not a Zarr store, or a nodata value ``dtype=`` cannot hold."""
+    _zarr("writing .zarr stores")
+    if exists and not is_store:
+        raise ArgumentError(
+            f"out={str(out)!r}: exists and is not a Zarr v3 store; "
+            "refusing to replace it (remove it first)"
+        )
+    if nodata is not None and dtype is not None:
+        nodata.for_output(dtype)  # dtype= given: refused now if it cannot hold it
+
 
 class ZarrOutput(OutputFile):
     """An output ``.zarr`` directory store, one chunk per tile.
@@ -220,25 +275,13 @@ class ZarrOutput(OutputFile):
         nodata: NodataRule | None = None,
         dtype: np.dtype | None = None,
     ) -> None:
-        _zarr("writing .zarr stores")
-        if path.exists() and not (path / "zarr.json").is_file():
-            raise ArgumentError(
-                f"out={str(path)!r}: exists and is not a Zarr v3 store; "
-                "refusing to replace it (remove it first)"
-            )
+        _check_target(path, path.exists(), (path / "zarr.json").is_file(), nodata, dtype)
         super().__init__(path)
-        if nodata is not None and dtype is not None:
-            nodata.for_output(dtype)  # dtype= given: refused now if it cannot hold it
         self.georeference = georeference
         self.nodata = nodata
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
-        attributes = geozarr_attributes(self.georeference, shape)
-        described = Described(
-            attributes=attributes,
-            dimension_names=dimension_names(shape) if attributes else None,
-            fill_value=None if self.nodata is None else self.nodata.for_output(dtype),
-        )
+        described = Described.of(self.georeference, self.nodata, shape, dtype)
         return ZarrSink.create(self.partial, shape, dtype, tile, described)
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
@@ -251,3 +294,55 @@ class ZarrOutput(OutputFile):
     def publish(self) -> None:
         fsync_dir(self.partial)
         super().publish()
+
+
+class ZarrUrlOutput:
+    """An output Zarr store behind a URL, written in place, one chunk per tile.
+
+    Object stores cannot rename a store into place, so the store at the URL
+    is the partial output: it is complete once the run returns, and until
+    then its run's journal (a local file, :func:`tilewise.io.urls.state_file`)
+    says which tiles it holds. A run started anew replaces what the URL held.
+    """
+
+    def __init__(
+        self,
+        url: StoreUrl,
+        georeference: Georeference = NO_GEOREFERENCE,
+        nodata: NodataRule | None = None,
+        dtype: np.dtype | None = None,
+    ) -> None:
+        fs, root = url.filesystem()
+        _check_target(url, fs.exists(root), fs.exists(url.joined("zarr.json")), nodata, dtype)
+        self.path = url
+        self.georeference = georeference
+        self.nodata = nodata
+
+    @property
+    def partial(self) -> StoreUrl:
+        return self.path
+
+    def state_file(self, suffix: str) -> Path:
+        return state_file(self.path, suffix)
+
+    def has_partial(self) -> bool:
+        fs, _ = self.path.filesystem()
+        return bool(fs.exists(self.path.joined("zarr.json")))
+
+    def discard_partial(self) -> None:
+        fs, root = self.path.filesystem()
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+        described = Described.of(self.georeference, self.nodata, shape, dtype)
+        return ZarrSink.create(self.path, shape, dtype, tile, described)
+
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+        return ZarrSink.reopen(self.path, shape, dtype, tile)
+
+    def leftovers(self) -> list[Path]:
+        return []  # an object store writes each chunk whole
+
+    def publish(self) -> None:
+        """Nothing to move: the store was written in place, and every write acknowledged."""
