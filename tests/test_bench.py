@@ -115,6 +115,30 @@ def test_geotiff_benchmark_checks_every_method_against_numpy(tmp_path: Path) -> 
     assert "the codec alone" in report
 
 
+@pytest.mark.slow
+@pytest.mark.linux
+def test_zarr_stores_benchmark_checks_every_method_against_scipy(tmp_path: Path) -> None:
+    """Each way of computing the mean runs on both stores, is checked, and is reported."""
+    from benchmarks import zarr_stores
+
+    out = tmp_path / "report"
+    work = ["--work", str(tmp_path / "work"), "--out", str(out)]
+    run_benchmark(
+        "benchmarks.zarr_stores", "--sizes", "small", "--s3-sizes", "small", "--runs", "1", *work
+    )
+    report_json = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    assert list(report_json) == ["local-small", "s3-small"]
+    for figures in report_json.values():
+        assert list(figures) == list(zarr_stores.METHODS)
+        for method, result in figures.items():
+            assert "failed" not in result, (method, result)
+            assert result["error"] < 1e-6, method
+            assert result["pinned"][0] > 0
+    report = (out / "results.md").read_text(encoding="utf-8")
+    assert "tilewise pins at most 400 MiB" in report
+    assert "### s3, small" in report
+
+
 @pytest.mark.linux
 def test_memory_window_sees_a_child_process_allocation() -> None:
     """A child that holds 200 MiB, told when to allocate and to free through a pipe."""

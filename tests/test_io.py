@@ -7,12 +7,14 @@ library where the format is lossy.
 
 from __future__ import annotations
 
+import collections
 import importlib.abc
 import io
 import pickle
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +27,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tilewise.io import open_source
-from tilewise.io._chunks import ChunkCache
+from tilewise.io._chunks import ChunkCache, in_strips, strip_width
 from tilewise.io.image import ImageSource
 from tilewise.io.npy import NpySink, NpySource
 from tilewise.io.tiff import TIFF_TILE, TiffSink, TiffSource
@@ -496,3 +498,69 @@ def test_a_truncated_npy_names_the_file_and_what_is_missing(tmp_path: Path) -> N
     (tmp_path / "x.npy").write_bytes(b"")
     with pytest.raises(tilewise.ArgumentError, match=r"x.npy': not a readable .npy file"):
         tilewise.map_tiles(np.negative, tmp_path / "x.npy", backend="serial")
+
+
+class CountingStore(zarr.storage.WrapperStore):  # type: ignore[type-arg]
+    """A store that counts the reads of each key: one per chunk decoded."""
+
+    counts: collections.Counter[str]
+
+    async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+        self.counts[key] += 1
+        return await self._store.get(key, *args, **kwargs)
+
+
+@pytest.mark.parametrize("backend", ["serial", "threads"])
+def test_tiles_of_a_chunked_image_run_in_strips_that_decode_fewer_chunks(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chunk, side = 16, 8  # 8 x 8 chunks of 16 x 16: tiles are chunks, with a halo of 1
+    image = np.random.default_rng(4).random((chunk * side, chunk * side)).astype(np.float32)
+    store = CountingStore(zarr.storage.MemoryStore())
+    store.counts = collections.Counter()
+    array = zarr.create_array(store, shape=image.shape, chunks=(chunk, chunk), dtype=image.dtype)
+    array[:] = image
+    monkeypatch.setattr("tilewise.io._chunks.CACHE_BYTES", 20 * chunk * chunk * image.itemsize)
+
+    def decodes() -> int:
+        store.counts.clear()
+        got = tilewise.map_tiles(smooth, array, tile=chunk, halo=1, backend=backend, workers=2)
+        np.testing.assert_array_equal(got, ndi.uniform_filter(image, 3, mode="reflect"))
+        assert len(store.counts) == side * side  # every chunk, and nothing else
+        return sum(store.counts.values())
+
+    in_strips = decodes()
+    with monkeypatch.context() as rows:
+        rows.setattr("tilewise._api.in_strips", lambda tiles, width: tiles)
+        row_by_row = decodes()
+    # Row by row, the chunks below each row of tiles are decoded again for the next: ~3x.
+    assert in_strips < row_by_row
+    if backend == "serial":
+        assert in_strips <= 2 * side * side
+
+
+@pytest.mark.parametrize("cached_chunks", [9, 12, 20, 40])
+def test_strips_decode_fewer_chunks_than_rows_whatever_the_cache_holds(
+    cached_chunks: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = CountingStore(zarr.storage.MemoryStore())
+    store.counts = collections.Counter()
+    array = zarr.create_array(store, shape=(160, 200), chunks=(10, 10), dtype="u1")
+    array[:] = 1
+    monkeypatch.setattr("tilewise.io._chunks.CACHE_BYTES", cached_chunks * 100)
+    tiles = list(tilewise.Grid((160, 200), (10, 10), halo=(1, 1)))
+
+    def decodes(order: list[tilewise.Tile]) -> int:
+        store.counts.clear()
+        cache = ChunkCache(array, (10, 10))
+        for tile in order:
+            rows = slice(max(tile.y.start - 1, 0), min(tile.y.stop + 1, 160))
+            cols = slice(max(tile.x.start - 1, 0), min(tile.x.stop + 1, 200))
+            cache.read(rows, cols)
+        return sum(store.counts.values())
+
+    width = strip_width((10, 10), (1, 1), (10, 10), 100)
+    if width is None:  # too few chunks cached for strips: the order is kept
+        assert in_strips(tiles, width) == tiles
+    else:
+        assert decodes(in_strips(tiles, width)) < decodes(tiles)
