@@ -7,6 +7,7 @@ line a run leaves.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -27,6 +28,7 @@ import tilewise
 from tests.stores import KEY_ID, SECRET, RangeServer, S3Server, s3_server
 from tests.test_geospatial import NODATA, dem_with_holes, mean3, write_geotiff
 from tests.test_resume import RUN_CLI, TILE_FUNCTION
+from tilewise.cli import CommandError, _storage_option, _storage_options
 from tilewise.io import retry
 from tilewise.io.urls import STATE_DIR_VARIABLE, redact
 
@@ -419,3 +421,41 @@ def test_a_memory_store_is_refused_on_backends_of_other_processes(backend: str) 
     refused = f"out of reach of the {backend} backend's workers"
     with pytest.raises(tilewise.ArgumentError, match=refused):
         tilewise.map_tiles(smooth, "memory://a.zarr", backend=backend)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_storage_options_on_the_command_line_nest_by_dots_and_parse_literals() -> None:
+    pairs = [
+        _storage_option("anon=True"),
+        _storage_option("client_kwargs.region_name=eu-west-1"),
+        _storage_option("client_kwargs.verify=False"),
+        _storage_option("block_size=1024"),
+    ]
+    assert _storage_options(pairs) == {
+        "anon": True,
+        "client_kwargs": {"region_name": "eu-west-1", "verify": False},
+        "block_size": 1024,
+    }
+    assert _storage_options([]) is None
+    for bad in ("anon", "=1", "a..b=1", "1a=2"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected KEY=VALUE"):
+            _storage_option(bad)
+    with pytest.raises(CommandError, match="client_kwargs is set to a value"):
+        _storage_options([("client_kwargs", 1), ("client_kwargs.region_name", "x")])
+
+
+def test_info_describes_a_zarr_store_in_s3(s3: S3Server) -> None:
+    bucket = s3.new_bucket()
+    put_zarr(f"s3://{bucket}/scene.zarr", image((300, 260)), s3.storage_options())
+    options = [f"--storage-option={k}={v}" for k, v in s3.storage_options().items()]
+    shown = subprocess.run(
+        [sys.executable, "-m", "tilewise", "info", f"s3://{bucket}/scene.zarr", *options],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert f"s3://{bucket}/scene.zarr" in shown.stdout
+    assert "shape   300 x 260" in shown.stdout
+    assert "Zarr v3, chunks (64, 64)" in shown.stdout
+    assert SECRET not in shown.stdout + shown.stderr

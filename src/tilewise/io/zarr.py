@@ -37,6 +37,10 @@ from tilewise.io.urls import StoreUrl, state_file
 #: zarr stores that live in one process: an array in one cannot be written from another.
 PROCESS_LOCAL_STORES = ("MemoryStore", "GpuMemoryStore", "ZipStore")
 
+#: How tilewise writes the stores it makes: every chunk, even one all of the fill value
+#: (zarr's check of that costs about 3 ms per 4 MiB chunk, 7% of a 3x3 mean's run).
+OUTPUT_CONFIG = {"write_empty_chunks": True}
+
 #: zarr's local store writes each chunk to ``KEY.<32 hex digits>.partial``, then
 #: renames it; a killed run can leave these behind.
 ZARR_TEMPORARY_GLOB = "*.partial"
@@ -67,6 +71,11 @@ def _open(location: Location, mode: str, what: str) -> Any:
             f"{what}={str(location)!r}: not a Zarr array ({exc}); "
             "for an array inside a group, give its path, e.g. 'store.zarr/0'"
         ) from exc
+
+
+def _open_output(location: Location) -> Any:
+    """An output store tilewise made, opened to write, as it was created."""
+    return _open(location, "r+", "out").with_config(OUTPUT_CONFIG)
 
 
 def describe(array: Any) -> str:
@@ -112,7 +121,7 @@ class ZarrSink(Reopening):
         self.path = path
         if array is None:
             assert path is not None
-            array = _open(path, "r+", "out")
+            array = _open_output(path)
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype: np.dtype = np.dtype(array.dtype)
         self.chunks: tuple[int, ...] | None = tuple(array.shards or array.chunks)
@@ -141,6 +150,7 @@ class ZarrSink(Reopening):
             attributes=described.attributes,
             dimension_names=described.dimension_names,
             fill_value=described.fill_value,
+            config=OUTPUT_CONFIG,
         )
         if isinstance(path, Path):
             fsync_file(path / "zarr.json")
@@ -152,7 +162,7 @@ class ZarrSink(Reopening):
     def reopen(
         cls, path: Location, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
     ) -> ZarrSink:
-        array = _open(path, "r+", "out")
+        array = _open_output(path)
         if tuple(array.shape) != shape or array.dtype != dtype or array.chunks[:2] != tile:
             raise ArgumentError(
                 f"out: {str(path)!r} holds a {array.dtype} array of shape {array.shape} in "
@@ -170,7 +180,7 @@ class ZarrSink(Reopening):
     def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
-            array = self._array = _open(self.path, "r+", "out")  # type: ignore[arg-type]
+            array = self._array = _open_output(self.path)  # type: ignore[arg-type]
         if isinstance(self.path, StoreUrl):
             where = f"writing to {str(self.path)!r}"
             with_retries(lambda: array.__setitem__((rows, cols), data), where)
@@ -185,12 +195,12 @@ class ZarrSink(Reopening):
         if not isinstance(self.path, Path):
             return
         if self._array is None:
-            self._array = _open(self.path, "r+", "out")
+            self._array = _open_output(self.path)
         folders = set()
         for window in windows:
             for key in self._keys(window):
                 file = self.path / key
-                if file.exists():  # zarr skips chunks that hold only the fill value
+                if file.exists():  # zarr skips a chunk of only the fill value, unless told not to
                     fsync_file(file)
                     folders.add(file.parent)
         for folder in folders:
