@@ -31,6 +31,7 @@ from tilewise.io._chunks import ChunkCache, in_strips, strip_width
 from tilewise.io.image import ImageSource
 from tilewise.io.npy import NpySink, NpySource
 from tilewise.io.tiff import TIFF_TILE, TiffSink, TiffSource
+from tilewise.io.tiff_chunks import TiffChunks
 from tilewise.io.zarr import ZarrSource
 
 SHAPE = (203, 157)  # not a multiple of any tile or chunk used below
@@ -564,3 +565,49 @@ def test_strips_decode_fewer_chunks_than_rows_whatever_the_cache_holds(
         assert in_strips(tiles, width) == tiles
     else:
         assert decodes(in_strips(tiles, width)) < decodes(tiles)
+
+
+@settings(max_examples=40)
+@given(
+    shape=st.tuples(st.integers(1, 140), st.integers(1, 140)),
+    samples=st.sampled_from([0, 3]),
+    layout=st.sampled_from(["tiles", "strips"]),
+    compression=st.sampled_from(["zstd", "deflate", "lzw", "packbits", None]),
+    byteorder=st.sampled_from(["<", ">"]),
+    window=st.tuples(st.integers(0, 139), st.integers(0, 139), st.integers(1, 90)),
+)
+def test_a_compressed_tiff_is_read_chunk_by_chunk_as_tifffile_reads_it(
+    shape: tuple[int, int],
+    samples: int,
+    layout: str,
+    compression: str | None,
+    byteorder: str,
+    window: tuple[int, int, int],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    path = tmp_path_factory.mktemp("tiff") / "image.tif"
+    full = (*shape, samples) if samples else shape
+    data = np.random.default_rng(sum(shape)).integers(0, 60000, full).astype(np.uint16)
+    chunking = {"tile": (32, 48)} if layout == "tiles" else {"rowsperstrip": 7}
+    tifffile.imwrite(path, data, compression=compression, byteorder=byteorder, **chunking)
+    source = TiffSource(path)
+    if source.chunks is None:  # uncompressed strips: memory-mapped, not read by chunks
+        return
+    top, left, size = min(window[0], shape[0] - 1), min(window[1], shape[1] - 1), window[2]
+    rows, cols = slice(top, min(top + size, shape[0])), slice(left, min(left + size, shape[1]))
+    np.testing.assert_array_equal(source.read(rows, cols), data[rows, cols])
+    np.testing.assert_array_equal(source.read(slice(0, shape[0]), slice(0, shape[1])), data)
+    assert isinstance(source._cache.array, TiffChunks)  # decoded by tifffile alone
+
+
+def test_a_window_over_many_tiff_tiles_is_read_through_tifffiles_zarr_interface(
+    tmp_path: Path,
+) -> None:
+    data = np.random.default_rng(8).random((200, 230)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "many.tif", data, tile=(16, 16), compression="zstd")
+    source = TiffSource(tmp_path / "many.tif")
+    np.testing.assert_array_equal(source.read(slice(0, 200), slice(0, 230)), data)  # 195 tiles
+    np.testing.assert_array_equal(source.read(slice(3, 40), slice(17, 50)), data[3:40, 17:50])
+    assert isinstance(source._cache.array, TiffChunks)
+    assert source._cache.array._zarr is not None  # the wide window went through zarr
+    pickle.loads(pickle.dumps(source)).read(slice(0, 5), slice(0, 5))  # reopened elsewhere

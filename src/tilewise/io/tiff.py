@@ -54,6 +54,7 @@ from tilewise.io.base import Window
 from tilewise.io.geo import NO_GEOREFERENCE, ExtraTag, Georeference, read_georeference
 from tilewise.io.nodata import NodataRule
 from tilewise.io.retry import with_retries
+from tilewise.io.tiff_chunks import TiffChunks, decodes_directly
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
 from tilewise.io.tiff_tiles import EncodedTilesSink, worker_tiff_tile
 from tilewise.io.urls import StoreUrl
@@ -98,7 +99,7 @@ def _url_file(url: StoreUrl) -> Any:
 class TiffSource(Reopening):
     """The first image of a TIFF file, read window by window."""
 
-    _handles = ("_memmap", "_zarr", "_cache", "_file")
+    _handles = ("_memmap", "_zarr", "_cache", "_file", "_tif")
 
     def __init__(self, path: Path | StoreUrl) -> None:
         self.path = path
@@ -138,6 +139,7 @@ class TiffSource(Reopening):
         self._zarr: Any = None
         self._cache: ChunkCache | None = None
         self._file: Any = None  # the file behind a URL
+        self._tif: Any = None  # the TiffFile its chunks are read from
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         if isinstance(self.path, StoreUrl):
@@ -154,7 +156,7 @@ class TiffSource(Reopening):
         else:
             if self._cache is None:
                 assert self.chunks is not None
-                self._cache = ChunkCache(self._zarr_array(), self.chunks)
+                self._cache = ChunkCache(self._chunked(), self.chunks)
             window = self._cache.read(rows, cols)
         window = np.asarray(window)
         if self._planar:
@@ -169,6 +171,19 @@ class TiffSource(Reopening):
                 self.path, self._file_dtype, "r", int(self._offset), self._file_shape
             )
         return self._memmap
+
+    def _chunked(self) -> Any:
+        """The image as an array of chunks, each decoded by tifffile alone where it can.
+
+        It holds no reference to this source: a cycle would keep a finished
+        run's cache of decoded chunks alive until the garbage collector ran.
+        """
+        if self._tif is None:
+            file = _url_file(self.path) if isinstance(self.path, StoreUrl) else self.path
+            self._tif = _tifffile("reading .tif files").TiffFile(file)
+        if not decodes_directly(self._tif.series[0].keyframe):
+            return self._zarr_array()
+        return TiffChunks(self._tif, self.dtype)
 
     def _zarr_array(self) -> Any:
         # tifffile's store locks its file handle around each read: threads can share it.
