@@ -1,8 +1,10 @@
 """TIFF files (tifffile): windows read from strips or tiles, tiles written in place.
 
 Reading: an uncompressed contiguous image is memory-mapped; any other
-(compressed, striped or tiled, BigTIFF or not) is read through tifffile's
-Zarr interface, which decodes only the strips or tiles a window overlaps.
+(compressed, striped or tiled, BigTIFF or not) is read strip by strip or
+tile by tile, decoding only those a window overlaps, each by tifffile's
+page decoder (:mod:`tilewise.io.tiff_chunks`); images stored plane by
+plane go through tifffile's Zarr interface.
 A TIFF behind a URL (``https://``, ``s3://``) is read the same way, by
 range requests (:data:`URL_BLOCK`). A compressed single-strip image has to
 be decoded whole for every window:
