@@ -13,6 +13,7 @@ import io
 import pickle
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -611,3 +612,16 @@ def test_a_window_over_many_tiff_tiles_is_read_through_tifffiles_zarr_interface(
     assert isinstance(source._cache.array, TiffChunks)
     assert source._cache.array._zarr is not None  # the wide window went through zarr
     pickle.loads(pickle.dumps(source)).read(slice(0, 5), slice(0, 5))  # reopened elsewhere
+
+
+def test_threads_read_chunks_and_wide_windows_of_one_tiff_at_once(tmp_path: Path) -> None:
+    """Direct chunk reads and tifffile's Zarr interface share the file: one lock for both."""
+    data = np.random.default_rng(12).random((300, 257)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "strips.tif", data, rowsperstrip=1, compression="deflate")
+    source = TiffSource(tmp_path / "strips.tif")
+    windows = [(slice(y, y + h), slice(0, 257)) for y in range(0, 300, 7) for h in (2, 90)]
+    windows = [(rows, cols) for rows, cols in windows if rows.stop <= 300]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda w: source.read(*w), windows * 3))
+    for (rows, cols), window in zip(windows * 3, got, strict=True):
+        np.testing.assert_array_equal(window, data[rows, cols])

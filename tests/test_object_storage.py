@@ -91,14 +91,31 @@ def test_zarr_in_and_out_through_s3_equal_the_local_run(
     assert not list(state_dir.iterdir())  # the journal and lock are gone once it is done
 
 
-def test_a_geotiff_is_read_by_range_requests_over_http(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["threads", "processes"])
+def test_a_sharded_zarr_in_s3_is_written_a_whole_shard_per_tile(s3: S3Server, backend: str) -> None:
+    bucket, options = s3.new_bucket(), s3.storage_options()
+    data = image((300, 260))
+    out = zarr.create_array(
+        f"s3://{bucket}/sharded.zarr", shape=data.shape, chunks=(16, 16), shards=(64, 64),
+        dtype=data.dtype, storage_options=options,
+    )  # fmt: skip
+    tilewise.map_tiles(smooth, data, tile=TILE, halo=1, out=out, backend=backend, workers=2)
+    np.testing.assert_array_equal(get_zarr(f"s3://{bucket}/sharded.zarr", options), smooth(data))
+
+
+def test_a_cog_is_read_by_range_requests_over_http(tmp_path: Path) -> None:
+    import rasterio.shutil
+
     dem = dem_with_holes((600, 520))
     served = tmp_path / "served"
     served.mkdir()
-    write_geotiff(
-        served / "dem.tif", dem, nodata=NODATA, tiled=True, blockxsize=256, blockysize=256,
-        compress="deflate",
+    write_geotiff(tmp_path / "plain.tif", dem, nodata=NODATA)
+    rasterio.shutil.copy(
+        tmp_path / "plain.tif", served / "dem.tif", driver="COG", compress="deflate",
+        blocksize=256, overview_resampling="average",
     )  # fmt: skip
+    with rasterio.open(served / "dem.tif") as cog:
+        assert cog.overviews(1)  # a COG, its overviews first in the file
     local = tilewise.map_tiles(mean3, served / "dem.tif", tile=TILE, halo=1, backend="threads")
     with RangeServer(served) as server:
         remote = tilewise.map_tiles(

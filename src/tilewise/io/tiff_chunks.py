@@ -4,16 +4,16 @@ A window of a compressed TIFF is assembled from whole strips or tiles
 (:class:`~tilewise.io._chunks.ChunkCache`). tifffile's Zarr interface can
 give them, but through zarr's machinery: an event loop, a codec pipeline,
 a chunk key per read, about a fifth of a serial run's time on a GeoTIFF
-slope. :class:`TiffChunks` reads a chunk's bytes at its offset, under a
-lock (threads share the file), and decodes them with the page's own
-decoder outside it (the codecs release the GIL). What it cannot read
-directly (a window that is not one chunk, a chunk absent from a sparse
-file) it asks of the Zarr interface.
+slope. :class:`TiffChunks` reads a chunk's bytes at its offset, under the
+file's lock (threads share the file, and so does tifffile's Zarr
+interface), and decodes them with the page's own decoder outside it (the
+codecs release the GIL). What it cannot read directly (a window that is
+not one chunk, a chunk absent from a sparse file) it asks of the Zarr
+interface of the same file.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -40,9 +40,10 @@ class TiffChunks:
         page = tif.series[0].keyframe
         self._tif = tif
         self._page = page
+        # One lock for every seek and read of the file, tifffile's Zarr interface's included.
+        tif.filehandle.set_lock(True)
         self._file = tif.filehandle
         self._zarr: Any = None
-        self._lock = threading.Lock()
         self.shape: tuple[int, ...] = tuple(page.shape)
         self.dtype = dtype
         self.chunks: tuple[int, int] = (int(page.chunks[0]), int(page.chunks[1]))
@@ -58,7 +59,7 @@ class TiffChunks:
         offset, count = self._page.dataoffsets[index], self._page.databytecounts[index]
         if not count:  # a sparse file's missing chunk: tifffile knows what fills it
             return np.asarray(self._fallback()[selection])
-        with self._lock:
+        with self._file.lock:
             self._file.seek(offset)
             data = self._file.read(count)
         segment, _, _ = self._page.decode(data, index)  # (1, rows, cols, samples)
