@@ -22,6 +22,8 @@ import numpy as np
 import pytest
 import zarr
 from distributed import WorkerPlugin
+from hypothesis import given
+from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
 import tilewise
@@ -30,7 +32,7 @@ from tests.test_geospatial import NODATA, dem_with_holes, mean3, write_geotiff
 from tests.test_resume import RUN_CLI, TILE_FUNCTION
 from tilewise.cli import CommandError, _storage_option, _storage_options
 from tilewise.io import retry
-from tilewise.io.urls import STATE_DIR_VARIABLE, redact
+from tilewise.io.urls import STATE_DIR_VARIABLE, StoreUrl, redact, redact_text
 
 TILE = 64
 
@@ -476,3 +478,21 @@ def test_info_describes_a_zarr_store_in_s3(s3: S3Server) -> None:
     assert "shape   300 x 260" in shown.stdout
     assert "Zarr v3, chunks (64, 64)" in shown.stdout
     assert SECRET not in shown.stdout + shown.stderr
+
+
+@given(
+    user=st.text("abcdefgh", min_size=1, max_size=8),
+    password=st.text("0123456789", min_size=6, max_size=20),
+    signature=st.text("QRSTUVWXYZ", min_size=6, max_size=40),
+    other=st.text("abc", min_size=1, max_size=5),
+    scheme=st.sampled_from(["https", "http", "s3", "az"]),
+)
+def test_a_redacted_url_keeps_no_password_or_signature(
+    user: str, password: str, signature: str, other: str, scheme: str
+) -> None:
+    url = f"{scheme}://{user}:{password}@host.example/a/b.tif?X-Amz-Signature={signature}&v={other}"
+    for shown in (redact(url), redact_text(f"GET {url} failed"), str(StoreUrl(url, {"s": 1}))):
+        assert password not in shown
+        assert signature not in shown
+        assert f"{user}:***@host.example/a/b.tif" in shown
+        assert f"v={other}" in shown

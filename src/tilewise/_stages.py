@@ -27,6 +27,7 @@ from tilewise.boundary import read_block
 from tilewise.errors import TileError
 from tilewise.grid import Tile
 from tilewise.io.base import Location, Sink, Source, image_shape
+from tilewise.io.urls import redact_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +117,8 @@ def tile_error(tile: Tile, stage: str, exc: Exception) -> TileError:
         error = TileError(tile, str(exc))
         error.__cause__ = None  # the message is the whole story
     else:
-        error = TileError(tile, f"{stage} raised {type(exc).__name__}: {exc}")
+        # A URL the exception quotes is shown without the credentials it may carry.
+        error = TileError(tile, redact_text(f"{stage} raised {type(exc).__name__}: {exc}"))
         error.__cause__ = exc
     return error
 

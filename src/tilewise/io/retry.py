@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from tilewise.io.urls import redact_text
+
 T = TypeVar("T")
 
 #: Tries of one read or write, the first included.
@@ -59,7 +61,7 @@ def with_retries(call: Callable[[], T], what: str) -> T:
                 raise
             log.warning(
                 "%s failed (%s: %s); retrying in %.1f s (attempt %d of %d)",
-                what, type(exc).__name__, exc, wait, attempt + 1, attempts,
+                what, type(exc).__name__, redact_text(str(exc)), wait, attempt + 1, attempts,
             )  # fmt: skip
             time.sleep(wait)
             wait *= 2

@@ -29,6 +29,8 @@ from tilewise.errors import ArgumentError, ArgumentTypeError
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
 #: Query parameters whose values are credentials (presigned S3, Azure SAS, GCS signed URLs).
 _SECRET_QUERY = re.compile(r"signature|sig$|token|credential|secret|password|key", re.IGNORECASE)
+#: A URL inside a message: a scheme, then everything up to a space or a quote.
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://[^\s'\"<>]+")
 #: Schemes whose data lives in this process only: a worker process sees an empty store.
 PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
 #: What fsspec's filesystems call an object's version, in the order tried.
@@ -48,7 +50,7 @@ def redact(url: str) -> str:
     Examples
     --------
     >>> redact("https://ana:hunter2@example.org/dem.tif?X-Amz-Signature=abc&v=2")
-    'https://ana:***@example.org/dem.tif?X-Amz-Signature=%2A%2A%2A&v=2'
+    'https://ana:***@example.org/dem.tif?X-Amz-Signature=***&v=2'
     >>> redact("s3://bucket/scene.zarr")
     's3://bucket/scene.zarr'
     """
@@ -62,8 +64,19 @@ def redact(url: str) -> str:
     query = parts.query
     if query:
         pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode([(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs])
+        query = urlencode(
+            [(k, "***" if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*"
+        )
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_text(text: str) -> str:
+    """``text`` with every URL in it redacted (an exception's message may quote one).
+
+    >>> redact_text("GET https://example.org/a.tif?sig=abc failed: 403")
+    'GET https://example.org/a.tif?sig=*** failed: 403'
+    """
+    return _URL_IN_TEXT.sub(lambda found: redact(found.group(0)), text)
 
 
 @dataclass(frozen=True, repr=False)
