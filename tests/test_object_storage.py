@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,11 +124,16 @@ def test_a_cog_is_read_by_range_requests_over_http(tmp_path: Path) -> None:
         remote = tilewise.map_tiles(
             mean3, f"{server.url}/dem.tif", tile=TILE, halo=1, backend="threads", workers=2
         )
+        # Into a file, journalled: the input is known by its size and ETag, not read whole.
+        tilewise.map_tiles(
+            mean3, f"{server.url}/dem.tif", tile=TILE, halo=1, out=tmp_path / "slope.npy"
+        )
         info = subprocess.run(
             [sys.executable, "-m", "tilewise", "info", f"{server.url}/dem.tif"],
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     np.testing.assert_array_equal(remote, local)
+    np.testing.assert_array_equal(np.load(tmp_path / "slope.npy"), local)
     assert server.ranges > 0
     assert server.whole == 0  # never the whole file at once
     assert info.returncode == 0, info.stderr
@@ -496,3 +502,28 @@ def test_a_redacted_url_keeps_no_password_or_signature(
         assert signature not in shown
         assert f"{user}:***@host.example/a/b.tif" in shown
         assert f"v={other}" in shown
+
+
+def test_a_resume_refuses_an_input_store_changed_since(s3: S3Server) -> None:
+    bucket, options = s3.new_bucket(), s3.storage_options()
+    url, out = f"s3://{bucket}/in.zarr", f"s3://{bucket}/out.zarr"
+    data = image()
+    put_zarr(url, data, options)
+    with pytest.raises(tilewise.TileError, match=r"tile \(1, 0\)"):
+        tilewise.map_tiles(
+            failing_on_the_fifth, url, tile=TILE, halo=1, out=out, storage_options=options,
+            backend="serial", pass_tile=True,
+        )  # fmt: skip
+    zarr.open_array(url, mode="r+", storage_options=options)[:TILE, :TILE] = 0.5  # one chunk
+    with pytest.raises(tilewise.ArgumentError) as refused:
+        tilewise.map_tiles(
+            failing_on_the_fifth, url, tile=TILE, halo=1, out=out, storage_options=options,
+            backend="serial", pass_tile=True, resume=True,
+        )  # fmt: skip
+    # The same run but for its input: one chunk rewritten, so the store's size and listing.
+    changed = str(refused.value).partition("differs from the interrupted one: ")[2]
+    assert re.fullmatch(
+        r"input size was \d+, now \d+; input listing was '\w+', now '\w+'\. Run without "
+        r"resume to start over",
+        changed,
+    )

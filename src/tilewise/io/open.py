@@ -26,7 +26,7 @@ from tilewise.io.nodata import NodataRule
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
-from tilewise.io.urls import StoreUrl, is_url, redact, store_url
+from tilewise.io.urls import FILE_SUFFIXES, StoreUrl, is_url, redact, store_url
 from tilewise.io.zarr import (
     ZarrOutput,
     ZarrSink,
@@ -121,7 +121,7 @@ def _source_from_path(path: Path) -> Source:
 
 
 def _source_from_url(url: StoreUrl) -> Source:
-    if url.suffix in (".tif", ".tiff"):
+    if url.suffix in FILE_SUFFIXES:
         return TiffSource(url)
     if url.suffix in SOURCES:
         raise ArgumentError(

@@ -33,6 +33,8 @@ _SECRET_QUERY = re.compile(r"signature|sig$|token|credential|secret|password|key
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://[^\s'\"<>]+")
 #: Schemes whose data lives in this process only: a worker process sees an empty store.
 PROCESS_LOCAL_SCHEMES = frozenset({"memory"})
+#: Suffixes of the URLs read as one file (a TIFF); any other is a store of many objects.
+FILE_SUFFIXES = (".tif", ".tiff")
 #: What fsspec's filesystems call an object's version, in the order tried.
 _VERSION_KEYS = ("ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime", "created")
 #: Environment variable naming the folder of the journals and locks of URL outputs.
@@ -119,7 +121,9 @@ class StoreUrl:
         listing of the store (or one ``HEAD`` of a file), without reading data.
         """
         fs, root = self.filesystem()
-        listing = fs.find(root, detail=True) if fs.isdir(root) else {root: fs.info(root)}
+        # A file is one HEAD; asking whether it is a folder would, over HTTP, GET all of it.
+        one_file = self.suffix in FILE_SUFFIXES
+        listing = {root: fs.info(root)} if one_file else fs.find(root, detail=True)
         digest = hashlib.blake2b(digest_size=8)
         size = 0
         for name, info in sorted(listing.items()):
