@@ -69,6 +69,7 @@ class RangeServer:
     sent: int = 0
     ranges: int = 0  # GETs of a range
     whole: int = 0  # GETs of a whole file
+    throttle: int = 0  # range GETs still to answer "503 Slow Down", as a throttling store does
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -96,6 +97,12 @@ class RangeServer:
                 data = file.read_bytes()
                 start, stop = 0, len(data)
                 asked = self.headers.get("Range")
+                with served._lock:
+                    throttled = body and bool(asked) and served.throttle > 0
+                    served.throttle -= throttled
+                if throttled:
+                    self.send_error(503, "Slow Down")
+                    return
                 if asked:
                     first, _, last = asked.removeprefix("bytes=").partition("-")
                     start, stop = int(first), min(int(last) + 1 if last else len(data), len(data))

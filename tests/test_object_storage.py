@@ -359,6 +359,25 @@ def test_a_store_that_stays_down_fails_naming_the_tile_and_the_url(
     assert SECRET not in message + repr(failed.value)
 
 
+def test_a_throttling_server_is_asked_again_until_it_answers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(retry, "FIRST_WAIT", 0.01)
+    dem = dem_with_holes((300, 260))
+    served = tmp_path / "served"
+    served.mkdir()
+    write_geotiff(served / "dem.tif", dem, nodata=NODATA, tiled=True, compress="deflate")
+    local = tilewise.map_tiles(mean3, served / "dem.tif", tile=TILE, halo=1, backend="serial")
+    with RangeServer(served) as server, caplog.at_level(logging.WARNING, logger="tilewise"):
+        server.throttle = 3  # the header's first reads, then the tiles'
+        remote = tilewise.map_tiles(
+            mean3, f"{server.url}/dem.tif", tile=TILE, halo=1, backend="serial"
+        )
+    np.testing.assert_array_equal(remote, local)
+    assert server.throttle == 0
+    assert caplog.text.count("retrying") >= 1
+
+
 # --- kill -9 of the caller, then resume against the bucket -------------------------------
 
 

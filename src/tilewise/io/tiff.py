@@ -80,7 +80,11 @@ def _open_tiff(path: Path | StoreUrl, what: str) -> Iterator[Any]:
     with contextlib.ExitStack() as opened:
         file = opened.enter_context(_url_file(path)) if isinstance(path, StoreUrl) else path
         try:
-            tif = opened.enter_context(tifffile.TiffFile(file))
+            if isinstance(path, StoreUrl):  # its header is read by range requests too
+                tif = with_retries(lambda: tifffile.TiffFile(file), f"reading {str(path)!r}")
+                opened.enter_context(tif)
+            else:
+                tif = opened.enter_context(tifffile.TiffFile(file))
         except (tifffile.TiffFileError, ValueError) as exc:
             raise ArgumentError(f"{what}={str(path)!r}: not a readable TIFF ({exc})") from exc
         yield tif
@@ -181,8 +185,13 @@ class TiffSource(Reopening):
         run's cache of decoded chunks alive until the garbage collector ran.
         """
         if self._tif is None:
-            file = _url_file(self.path) if isinstance(self.path, StoreUrl) else self.path
-            self._tif = _tifffile("reading .tif files").TiffFile(file)
+            tifffile = _tifffile("reading .tif files")
+            if isinstance(self.path, StoreUrl):
+                file = _url_file(self.path)
+                where = f"reading {str(self.path)!r}"
+                self._tif = with_retries(lambda: tifffile.TiffFile(file), where)
+            else:
+                self._tif = tifffile.TiffFile(self.path)
         if not decodes_directly(self._tif.series[0].keyframe):
             return self._zarr_array()
         return TiffChunks(self._tif, self.dtype)
