@@ -19,9 +19,16 @@ from tilewise._stages import Casting, TileJob
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.executors import make_executor
 from tilewise.grid import Grid, Tile
-from tilewise.io import NewArray, Output, is_path, open_output, open_sink, open_source
-from tilewise.io._chunks import chunk_nbytes, in_strips, strip_width
-from tilewise.io.base import Source, image_shape
+from tilewise.io import (
+    NewArray,
+    Output,
+    in_decode_order,
+    is_path,
+    open_output,
+    open_sink,
+    open_source,
+)
+from tilewise.io.base import image_shape
 from tilewise.io.geo import NO_GEOREFERENCE
 from tilewise.io.masked import with_mask
 from tilewise.io.nodata import FROM_INPUT, MarkNodata, nodata_rule, with_nodata
@@ -347,7 +354,9 @@ def _run(
     record: Callable[[Tile], None] | None = None,
 ) -> None:
     """Compute ``tiles`` on the plan's backend, into the job's sink or ``output``, made first."""
-    tiles = _in_decode_order(tiles, job.source, plan)
+    # Threads share one process's cache of decoded chunks; a worker process or a task has its own.
+    in_flight = (plan.workers or available_cpus()) if plan.backend == "threads" else 1
+    tiles = in_decode_order(tiles, job.source, plan.tile, plan.halo, in_flight)
     executor = make_executor(
         plan.backend,
         None if plan.workers is None else min(plan.workers, max(len(tiles), 1)),
@@ -365,14 +374,3 @@ def _run(
                 bar.update()
     finally:
         executor.close()
-
-
-def _in_decode_order(tiles: list[Tile], source: Source, plan: Plan) -> list[Tile]:
-    """Tiles of a chunked source in strips that decode each chunk about once (see ``_chunks``)."""
-    if source.chunks is None or len(source.chunks) < 2:
-        return tiles
-    chunks = (source.chunks[0], source.chunks[1])
-    size = chunk_nbytes(tuple(source.shape), chunks, source.dtype)
-    # Threads share one process's cache; a worker process or a dask task has its own.
-    in_flight = (plan.workers or available_cpus()) if plan.backend == "threads" else 1
-    return in_strips(tiles, strip_width(plan.tile, plan.halo, chunks, size, in_flight))

@@ -7,11 +7,13 @@ and reads or writes its own tiles: nothing whole-image passes through the
 parent. They know nothing of tiles, halos or processes.
 
 Formats, by suffix: ``.npy`` (memory-mapped), ``.tif``/``.tiff``
-(tifffile), ``.zarr`` (zarr-python 3, local stores), ``.png``/``.jpg``
-(Pillow; small images only, decoded whole). A file output is written to
+(tifffile), ``.zarr`` (zarr-python 3), ``.png``/``.jpg`` (Pillow; small
+images only, decoded whole); Zarr stores and TIFFs behind URLs too
+(:mod:`tilewise.io.urls`). A file output is written to
 ``OUTPUT.tilewise-partial`` and renamed to ``OUTPUT`` once complete.
 """
 
+from tilewise.io._chunks import in_decode_order
 from tilewise.io.array import ArraySink, ArraySource, NewArray
 from tilewise.io.base import Allocate, FileOutput, FileSink, Output, Sink, Source
 from tilewise.io.open import is_path, open_output, open_sink, open_source
@@ -26,6 +28,7 @@ __all__ = [
     "Output",
     "Sink",
     "Source",
+    "in_decode_order",
     "is_path",
     "open_output",
     "open_sink",

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from tilewise.grid import Tile
+from tilewise.io.base import Source
 
 #: Decoded chunks kept per process; part of the run's peak memory, per worker process.
 CACHE_BYTES = 64 * 2**20
@@ -135,3 +136,21 @@ def in_strips(tiles: Sequence[Tile], width: int | None) -> list[Tile]:
     if width is None:
         return list(tiles)
     return sorted(tiles, key=lambda t: (t.index[1] // width, t.index[0], t.index[1]))
+
+
+def in_decode_order(
+    tiles: Sequence[Tile],
+    source: Source,
+    tile: tuple[int, int],
+    halo: tuple[int, int],
+    in_flight: int = 1,
+) -> list[Tile]:
+    """``tiles`` of a chunked ``source`` in strips that decode each chunk about once.
+
+    Tiles of a source read in place (no chunks) keep their order.
+    """
+    if source.chunks is None or len(source.chunks) < 2:
+        return list(tiles)
+    chunks = (source.chunks[0], source.chunks[1])
+    size = chunk_nbytes(tuple(source.shape), chunks, source.dtype)
+    return in_strips(tiles, strip_width(tile, halo, chunks, size, in_flight))
