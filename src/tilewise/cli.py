@@ -128,10 +128,15 @@ def _keyword(text: str) -> tuple[str, Any]:
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=VALUE, e.g. size=5")
+    return name, _literal(value)
+
+
+def _literal(value: str) -> Any:
+    """``value`` as the Python literal it spells (``True``, ``5``, ``'x'``), else as it is."""
     try:
-        return name, ast.literal_eval(value)
+        return ast.literal_eval(value)
     except (ValueError, SyntaxError):
-        return name, value
+        return value
 
 
 def _storage_option(text: str) -> tuple[str, Any]:
@@ -139,13 +144,10 @@ def _storage_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not all(part.isidentifier() for part in key.split(".")):
         raise argparse.ArgumentTypeError(
-            f"{text.partition('=')[0]!r}: expected KEY=VALUE, e.g. anon=True or "
+            f"{key!r}: expected KEY=VALUE, e.g. anon=True or "
             "client_kwargs.region_name=eu-west-1"
         )
-    try:
-        return key, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return key, value
+    return key, _literal(value)
 
 
 def _storage_options(pairs: list[tuple[str, Any]]) -> dict[str, Any] | None:

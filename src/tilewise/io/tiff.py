@@ -80,14 +80,18 @@ def _open_tiff(path: Path | StoreUrl, what: str) -> Iterator[Any]:
     with contextlib.ExitStack() as opened:
         file = opened.enter_context(_url_file(path)) if isinstance(path, StoreUrl) else path
         try:
-            if isinstance(path, StoreUrl):  # its header is read by range requests too
-                tif = with_retries(lambda: tifffile.TiffFile(file), f"reading {str(path)!r}")
-                opened.enter_context(tif)
-            else:
-                tif = opened.enter_context(tifffile.TiffFile(file))
+            tif = opened.enter_context(_tiff_of(file, path))
         except (tifffile.TiffFileError, ValueError) as exc:
             raise ArgumentError(f"{what}={str(path)!r}: not a readable TIFF ({exc})") from exc
         yield tif
+
+
+def _tiff_of(file: Any, path: Path | StoreUrl) -> Any:
+    """tifffile's TiffFile of ``file``; a URL's header read with the retries of its tiles."""
+    tifffile = _tifffile("reading .tif files")
+    if isinstance(path, StoreUrl):
+        return with_retries(lambda: tifffile.TiffFile(file), f"reading {str(path)!r}")
+    return tifffile.TiffFile(file)
 
 
 def _url_file(url: StoreUrl) -> Any:
@@ -105,7 +109,7 @@ def _url_file(url: StoreUrl) -> Any:
 class TiffSource(Reopening):
     """The first image of a TIFF file, read window by window."""
 
-    _handles = ("_memmap", "_zarr", "_cache", "_file", "_tif")
+    _handles = ("_memmap", "_zarr", "_cache", "_tif")
 
     def __init__(self, path: Path | StoreUrl) -> None:
         self.path = path
@@ -144,8 +148,7 @@ class TiffSource(Reopening):
         self._memmap: np.memmap | None = None
         self._zarr: Any = None
         self._cache: ChunkCache | None = None
-        self._file: Any = None  # the file behind a URL
-        self._tif: Any = None  # the TiffFile its chunks are read from
+        self._tif: Any = None  # this process's TiffFile, which every window is read from
 
     def read(self, rows: slice, cols: slice) -> np.ndarray:
         if isinstance(self.path, StoreUrl):
@@ -178,32 +181,30 @@ class TiffSource(Reopening):
             )
         return self._memmap
 
+    def _tiff(self) -> Any:
+        """This process's TiffFile of the image; threads share its file under one lock."""
+        if self._tif is None:
+            file = _url_file(self.path) if isinstance(self.path, StoreUrl) else self.path
+            tif = _tiff_of(file, self.path)
+            tif.filehandle.set_lock(True)  # for tifffile's Zarr interface and TiffChunks alike
+            self._tif = tif
+        return self._tif
+
     def _chunked(self) -> Any:
         """The image as an array of chunks, each decoded by tifffile alone where it can.
 
         It holds no reference to this source: a cycle would keep a finished
         run's cache of decoded chunks alive until the garbage collector ran.
         """
-        if self._tif is None:
-            tifffile = _tifffile("reading .tif files")
-            if isinstance(self.path, StoreUrl):
-                file = _url_file(self.path)
-                where = f"reading {str(self.path)!r}"
-                self._tif = with_retries(lambda: tifffile.TiffFile(file), where)
-            else:
-                self._tif = tifffile.TiffFile(self.path)
-        if not decodes_directly(self._tif.series[0].keyframe):
+        tif = self._tiff()
+        if not decodes_directly(tif.series[0].keyframe):
             return self._zarr_array()
-        return TiffChunks(self._tif, self.dtype)
+        return TiffChunks(tif, self.dtype)
 
     def _zarr_array(self) -> Any:
-        # tifffile's store locks its file handle around each read: threads can share it.
         if self._zarr is None:
             zarr = import_optional("zarr", "reading compressed or tiled .tif files by window")
-            file = self.path
-            if isinstance(self.path, StoreUrl):
-                file = self._file = _url_file(self.path)
-            store = _tifffile("reading .tif files").imread(file, aszarr=True, series=0, level=0)
+            store = self._tiff().aszarr(series=0, level=0)
             self._zarr = zarr.open_array(store=store, mode="r")
         return self._zarr
 

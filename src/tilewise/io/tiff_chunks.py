@@ -33,15 +33,16 @@ def decodes_directly(page: Any) -> bool:
 class TiffChunks:
     """The image of ``tif``'s first series, as an array that reads one chunk at a time.
 
-    Any other selection is read through tifffile's Zarr interface of the same file.
+    Any other selection is read through tifffile's Zarr interface of the same
+    file. Threads may share it if ``tif``'s file handle has a lock
+    (``tif.filehandle.set_lock(True)``): every seek and read, tifffile's
+    Zarr interface's included, takes it.
     """
 
     def __init__(self, tif: Any, dtype: np.dtype) -> None:
         page = tif.series[0].keyframe
         self._tif = tif
         self._page = page
-        # One lock for every seek and read of the file, tifffile's Zarr interface's included.
-        tif.filehandle.set_lock(True)
         self._file = tif.filehandle
         self._zarr: Any = None
         self.shape: tuple[int, ...] = tuple(page.shape)

@@ -110,10 +110,6 @@ class StoreUrl:
         fsspec = import_optional("fsspec", f"reading and writing {self.scheme}:// URLs")
         return fsspec.core.url_to_fs(self.url, **self.storage_options)
 
-    def joined(self, name: str) -> str:
-        """The filesystem path of ``name`` inside this URL's folder (a store's ``zarr.json``)."""
-        return self.filesystem()[1].rstrip("/") + "/" + name
-
     def fingerprint(self) -> dict[str, Any]:
         """Total size and a digest of every object's name, size and version (ETag or mtime).
 

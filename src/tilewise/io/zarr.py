@@ -306,6 +306,11 @@ class ZarrOutput(OutputFile):
         super().publish()
 
 
+def _metadata(root: str) -> str:
+    """The key of a Zarr v3 store's metadata, in the filesystem its ``root`` is in."""
+    return root.rstrip("/") + "/zarr.json"
+
+
 class ZarrUrlOutput:
     """An output Zarr store behind a URL, written in place, one chunk per tile.
 
@@ -323,7 +328,7 @@ class ZarrUrlOutput:
         dtype: np.dtype | None = None,
     ) -> None:
         fs, root = url.filesystem()
-        _check_target(url, fs.exists(root), fs.exists(url.joined("zarr.json")), nodata, dtype)
+        _check_target(url, fs.exists(root), fs.exists(_metadata(root)), nodata, dtype)
         self.path = url
         self.georeference = georeference
         self.nodata = nodata
@@ -336,8 +341,8 @@ class ZarrUrlOutput:
         return state_file(self.path, suffix)
 
     def has_partial(self) -> bool:
-        fs, _ = self.path.filesystem()
-        return bool(fs.exists(self.path.joined("zarr.json")))
+        fs, root = self.path.filesystem()
+        return bool(fs.exists(_metadata(root)))
 
     def discard_partial(self) -> None:
         fs, root = self.path.filesystem()
