@@ -144,8 +144,7 @@ def _storage_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not all(part.isidentifier() for part in key.split(".")):
         raise argparse.ArgumentTypeError(
-            f"{key!r}: expected KEY=VALUE, e.g. anon=True or "
-            "client_kwargs.region_name=eu-west-1"
+            f"{key!r}: expected KEY=VALUE, e.g. anon=True or client_kwargs.region_name=eu-west-1"
         )
     return key, _literal(value)
 
