@@ -51,6 +51,7 @@ import numpy as np
 
 from benchmarks.machine import machine
 from benchmarks.memory import TreeSampler
+from benchmarks.report import write_side_by_side
 from tilewise import map_tiles, pixelwise
 from tilewise._cpus import available_cpus
 
@@ -469,15 +470,9 @@ def main(argv: list[str] | None = None) -> int:
             rate = codec_rate(dem, available_cpus())
         lines[-1:-1] = [codec_line(results, rate, rows * cols / 1e6)]
     packages = ("numpy", "numba", "rasterio", "rioxarray", "xarray-spatial", "dask", "tifffile")
-    lines += [
-        f"- Machine: {machine(packages)}; GDAL {_gdal_version()}.",
-        f"- {args.runs} timed runs of each method, medians; the run took "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-    ]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     report["codec_megapixels_per_second"] = rate
-    (args.out / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print("\n".join(lines))
+    machine_line = f"{machine(packages)}; GDAL {_gdal_version()}"
+    write_side_by_side(args.out, lines, report, machine_line, args.runs, started)
     return 0
 
 

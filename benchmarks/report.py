@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from benchmarks.machine import machine
 from benchmarks.methods import METHODS
@@ -23,6 +25,29 @@ from benchmarks.workloads import Workload
 MIB = 2**20
 PACKAGES = ("numpy", "scipy", "numba", "dask", "distributed", "scikit-image", "joblib", "zarr")
 PLOT = "bench.png"
+
+
+def write_side_by_side(
+    out: Path,
+    lines: list[str],
+    report: dict[str, Any],
+    machine_line: str,
+    runs: int,
+    started: float,
+) -> None:
+    """A side-by-side benchmark's ``results.md`` and ``results.json``, its lines also printed.
+
+    ``machine_line`` says what ran it; ``started`` is when, by ``time.perf_counter()``.
+    """
+    lines = [
+        *lines,
+        f"- Machine: {machine_line}.",
+        f"- {runs} timed runs of each method, medians; the run took "
+        f"{(time.perf_counter() - started) / 60:.1f} min.",
+    ]
+    (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    print("\n".join(lines))
 
 
 def write(

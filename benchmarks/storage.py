@@ -45,6 +45,7 @@ import numpy as np
 
 from benchmarks.machine import machine
 from benchmarks.memory import TreeSampler
+from benchmarks.report import write_side_by_side
 
 #: Sizes as (rows, cols) of float32.
 SIZES = {"small": (2048, 1536), "256mib": (8192, 8192), "4gib": (32768, 32768)}
@@ -302,14 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{store} {size} {method}: {outcome}", file=sys.stderr, flush=True)
             report[f"{store}-{size}"] = results
             lines += table(store, size, results)
-    lines += [
-        f"- Machine: {machine(('numpy', 'zarr', 'numcodecs', 'dask', 's3fs', 'moto'))}.",
-        f"- {args.runs} timed runs of each method, medians; the run took "
-        f"{(time.perf_counter() - started) / 60:.1f} min.",
-    ]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (args.out / "results.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
-    print("\n".join(lines))
+    packages = machine(("numpy", "zarr", "numcodecs", "dask", "s3fs", "moto"))
+    write_side_by_side(args.out, lines, report, packages, args.runs, started)
     return 0
 
 

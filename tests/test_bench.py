@@ -140,6 +140,26 @@ def test_storage_benchmark_checks_every_method_against_scipy(tmp_path: Path) -> 
     assert "x the MP/s of memmap-copy-durable" in report
 
 
+@pytest.mark.slow
+@pytest.mark.linux
+def test_volume_benchmark_checks_every_method_against_the_whole_call(tmp_path: Path) -> None:
+    """Each method runs on the same volume, equals scipy's whole call there, and is reported."""
+    from benchmarks import volume
+
+    out = tmp_path / "report"
+    run_benchmark("benchmarks.volume", "--sizes", "small", "--runs", "1", "--out", str(out))
+    report_json = json.loads((out / "results.json").read_text(encoding="utf-8"))
+    figures = report_json["small"]
+    assert list(figures) == list(volume.METHODS)
+    for method, result in figures.items():
+        assert "failed" not in result, (method, result)
+        assert result["error"] == 0.0, method  # the same arithmetic: bit for bit
+        assert result["pinned"][0] > 0
+    report = (out / "results.md").read_text(encoding="utf-8")
+    assert "tilewise >= 1.3x dask's speed" in report
+    assert "input + output" in report
+
+
 @pytest.mark.linux
 def test_memory_window_sees_a_child_process_allocation() -> None:
     """A child that holds 200 MiB, told when to allocate and to free through a pipe."""

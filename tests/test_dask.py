@@ -790,7 +790,7 @@ class RecordingSink:
 
     def __init__(self, shape: tuple[int, ...]) -> None:
         self.array = np.zeros(shape)
-        self.synced: list[tuple[slice, slice]] = []
+        self.synced: list[tuple[slice, ...]] = []
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -800,8 +800,8 @@ class RecordingSink:
     def dtype(self) -> np.dtype:
         return self.array.dtype
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
-        self.array[rows, cols] = data
+    def write(self, window: tuple[slice, ...], data: np.ndarray) -> None:
+        self.array[window] = data
 
     def sync(self, windows: Any) -> None:
         self.synced.extend(windows)

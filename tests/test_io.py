@@ -290,10 +290,10 @@ def test_file_sources_and_sinks_pickle_as_a_path_and_reopen(
         TiffSink.create(tmp_path / "s.tif", (50, 40), np.dtype(np.int16)),
     ]
     for sink in sinks:
-        sink.write(slice(0, 10), slice(0, 10), np.ones((10, 10)))
+        sink.write((slice(0, 10), slice(0, 10)), np.ones((10, 10)))
         data = pickle.dumps(sink)
         assert len(data) < 2000, type(sink)
-        pickle.loads(data).write(slice(10, 50), slice(0, 40), np.full((40, 40), 2))
+        pickle.loads(data).write((slice(10, 50), slice(0, 40)), np.full((40, 40), 2))
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), tifffile.imread(tmp_path / "s.tif"))
     assert np.load(tmp_path / "s.npy")[45, 5] == 2
 
@@ -302,7 +302,7 @@ def test_a_big_tiff_output_is_created_without_writing_its_size(tmp_path: Path) -
     """The empty tiles become holes; the blocks are then reserved, not written."""
     sink = TiffSink.create(tmp_path / "big.tif", (20_000, 20_000), np.dtype(np.float32))
     assert (tmp_path / "big.tif").stat().st_size >= 20_000 * 20_000 * 4
-    sink.write(slice(19_990, 20_000), slice(0, 10), np.full((10, 10), 3.0))
+    sink.write((slice(19_990, 20_000), slice(0, 10)), np.full((10, 10), 3.0))
     corner = TiffSource(tmp_path / "big.tif").read(slice(19_980, 20_000), slice(0, 20))
     assert corner.sum() == 3.0 * 100
 
@@ -313,7 +313,6 @@ def test_a_big_tiff_output_is_created_without_writing_its_size(tmp_path: Path) -
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda p: np.save(p / "x.npy", np.zeros((2, 3, 4, 5))), r"shape \(2, 3, 4, 5\)"),
         (lambda p: np.save(p / "x.npy", np.zeros(5)), r"shape \(5,\)"),
         (lambda p: np.save(p / "x.npy", np.zeros((0, 5))), r"non-empty"),
         (lambda p: np.save(p / "x.npy", np.array([[None]]), allow_pickle=True), "memory-mapped"),

@@ -43,7 +43,7 @@ class RecordingSink:
     shape = (30, 30)
     dtype = np.dtype(np.float64)
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+    def write(self, window: Window, data: np.ndarray) -> None:
         pass
 
     def sync(self, windows: Sequence[Window]) -> None:

@@ -13,9 +13,10 @@ from numpy.typing import DTypeLike
 from tilewise import _validate as check
 from tilewise._cpus import available_cpus
 from tilewise._kernel import TileKernel, default_backend
-from tilewise._plan import Plan, make_plan
+from tilewise._plan import Plan, make_plan, tiled_axes
 from tilewise._progress import progress_bar
 from tilewise._stages import Casting, TileJob
+from tilewise.boundary import modes
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.executors import make_executor
 from tilewise.grid import Grid, Tile
@@ -32,9 +33,10 @@ from tilewise.io.base import image_shape
 from tilewise.io.geo import NO_GEOREFERENCE
 from tilewise.io.masked import with_mask
 from tilewise.io.nodata import FROM_INPUT, MarkNodata, nodata_rule, with_nodata
-from tilewise.io.open import georeference_of, short_repr
+from tilewise.io.open import check_output_axes, georeference_of, short_repr
 from tilewise.io.tiff_encode import make_encoding
 from tilewise.io.urls import StoreUrl, check_reachable, check_storage_options
+from tilewise.io.xarray import is_data_array, labelled
 from tilewise.journal import ResumableRun, run_identity
 
 
@@ -42,9 +44,9 @@ def map_tiles(
     func: Callable[..., Any],
     image: Any,
     *,
-    tile: int | tuple[int, int] = 512,
-    halo: int | tuple[int, int] | None = None,
-    boundary: str = "reflect",
+    tile: int | tuple[int, ...] = 512,
+    halo: int | tuple[int, ...] | None = None,
+    boundary: str | tuple[str, ...] = "reflect",
     cval: float = 0.0,
     dtype: DTypeLike | None = None,
     casting: str = "same_kind",
@@ -80,12 +82,14 @@ def map_tiles(
     func : callable
         ``func(block)`` (or ``func(block, tile)`` with ``pass_tile=True``)
         receives a tile plus its halo as a read-only array and returns an
-        array whose first two dimensions are the block's (the halo is then
-        trimmed off) or the core tile's. Further dimensions must agree
-        between tiles. Or a :func:`~tilewise.pixelwise` kernel, run over
-        the core pixels of each tile.
-    image : numpy.ndarray, numpy.ma.MaskedArray, zarr.Array, dask.array.Array or path
-        Shape (H, W) or (H, W, C), any dtype and memory layout; or the path
+        array whose first dimensions, one per tiled axis (two for an
+        image), are the block's (the halo is then trimmed off) or the core
+        tile's. Further dimensions must agree between tiles. Or a
+        :func:`~tilewise.pixelwise` kernel, run over the core pixels of
+        each tile.
+    image : array (numpy, masked, zarr, dask, xarray.DataArray) or path
+        Shape (H, W) or (H, W, C), or a volume or stack such as (Z, Y, X)
+        (see ``tile``), any dtype and memory layout; or the path
         of a ``.npy``, ``.tif``/``.tiff``, ``.zarr``, ``.png`` or ``.jpg``
         file, read window by window (PNG and JPEG are decoded whole). A
         dask array is computed window by window, each tile computing only
@@ -95,17 +99,26 @@ def map_tiles(
         where the image was and wherever a float result is NaN; a plain
         numpy ``out=`` gets NaN there, a file or zarr array the results as
         they are. An integer masked array is refused (pass
-        ``image.astype("float32")``, or ``image.filled(value)``).
-    tile : int or (int, int)
-        Core tile size in (rows, cols); tiles on the bottom and right edges
-        are smaller.
-    halo : int or (int, int), optional
-        Context pixels given to ``func`` on each side of a tile; by default
-        0, or a pixelwise kernel's radius (a smaller halo is an error).
-    boundary : {"reflect", "mirror", "nearest", "wrap", "constant", "none"}
+        ``image.astype("float32")``, or ``image.filled(value)``). A
+        DataArray gives a DataArray, with its dims, coords, attrs and name
+        (see :mod:`tilewise.io.xarray`).
+    tile : int, tuple of int, or dict
+        Core tile size. An int or a pair tiles the first two axes, rows and
+        columns, and passes any further axis (channels) whole; a tuple of k
+        sizes tiles the first k axes, e.g. ``(32, 256, 256)`` a (Z, Y, X)
+        volume. Tiles at the far end of each axis are smaller. A DataArray's
+        dims may be named, ``{"y": 512, "x": 512}``: those are tiled, the
+        others passed whole.
+    halo : int, tuple of int, or dict, optional
+        Context pixels given to ``func`` on each side of a tile, the same
+        along every tiled axis, or one per tiled axis (or tiled dim); by
+        default 0, or a pixelwise kernel's radius (a smaller halo is an
+        error).
+    boundary : {"reflect", "mirror", "nearest", "wrap", "constant", "none"} or tuple
         How context beyond the image edge is filled, with the semantics of
-        ``scipy.ndimage``'s modes; ``"none"`` gives edge tiles only the
-        context that exists.
+        ``scipy.ndimage``'s modes, along every tiled axis or one mode per
+        tiled axis (``("wrap", "reflect", "reflect")``); ``"none"`` gives
+        edge tiles only the context that exists.
     cval : float
         The fill value for ``boundary="constant"``.
     dtype : dtype, optional
@@ -258,6 +271,9 @@ def map_tiles(
     if not callable(func):
         raise ArgumentTypeError(f"func={func!r}: must be callable")
     user_func = func
+    labels = labelled(image, tile, halo, boundary) if is_data_array(image) else None
+    if labels is not None:  # its data, the tiled dims first
+        image, tile, halo, boundary = labels.data, labels.tile, labels.halo, labels.boundary
     check_storage_options(storage_options, image, out)
     source = open_source(image, storage_options)
     encoding = make_encoding(compression, level, cog, overview_resampling)
@@ -288,6 +304,7 @@ def map_tiles(
         client=client,
         scheduler=scheduler,
     )
+    tiled_axes(plan, tuple(source.shape))
     if kernel is not None:
         func, plan = kernel.for_tiles(plan, source.dtype, tuple(source.shape))
     identity_plan = plan  # a resumed run must agree with it; pass_tile as the user gave it
@@ -300,6 +317,7 @@ def map_tiles(
         if is_path(out)
         else None
     )
+    check_output_axes(output, plan.tile)
     if output is None:
         encoding.refuse(out)
     check_reachable("image", source.path, plan.backend)
@@ -310,7 +328,10 @@ def map_tiles(
     if sink is not None and plan.dtype is not None:
         _check_dtype_fits(plan.dtype, sink.dtype, plan.casting)
     grid = Grid(
-        shape=image_shape(source), tile=plan.tile, halo=plan.halo, clip_halo=plan.boundary == "none"
+        shape=image_shape(source, len(plan.tile)),
+        tile=plan.tile,
+        halo=plan.halo,
+        clip_halo=tuple(mode == "none" for mode in modes(plan.boundary, len(plan.tile))),
     )
     job = TileJob(
         func=func,
@@ -319,6 +340,7 @@ def map_tiles(
         boundary=plan.boundary,
         cval=plan.cval,
         pass_tile=plan.pass_tile,
+        tiled=len(plan.tile),
         dtype=plan.dtype,
         casting=plan.casting,
     )
@@ -326,7 +348,9 @@ def map_tiles(
         result = NewArray() if out is None else None
         _run(job, list(grid), result, plan)
         # A masked image's mask goes to the result (tilewise.io.masked).
-        return with_mask(source, out if result is None else result.array, made=result is not None)
+        result_array = out if result is None else result.array
+        made = with_mask(source, result_array, made=result is not None, tiled=len(plan.tile))
+        return made if labels is None or out is not None else labels.wrap(made)
     identity = run_identity(source, user_func, identity_plan, rule)
     # A file run holds the output's lock until its workers have stopped.
     with ResumableRun(output, identity, plan.resume, plan.tile) as run:

@@ -25,7 +25,7 @@ from tilewise._cpus import available_cpus
 from tilewise._importable import importable_module
 from tilewise._optional import import_optional
 from tilewise._reach import check_reach
-from tilewise.boundary import BOUNDARIES
+from tilewise.boundary import BOUNDARIES, modes
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.grid import Tile
 
@@ -293,7 +293,12 @@ class Pixelwise:
                 f"halo={plan.halo}: pixelwise kernel {name!r} reads up to radius={r} pixels "
                 f"away, so the halo must be at least {r} on each axis (leave halo out to get it)"
             )
-        if plan.boundary == "none" and r > 0:
+        if len(plan.tile) != 2 or len(shape) > 3:
+            raise ArgumentError(
+                f"tile={plan.tile}: pixelwise kernel {name!r} runs over images, (H, W) or "
+                f"(H, W, C), tiled by rows and columns; this image has shape {shape}"
+            )
+        if "none" in modes(plan.boundary, len(plan.tile)) and r > 0:
             raise ArgumentError(
                 f"boundary='none': pixelwise kernel {name!r} reads {r} pixels around every "
                 "pixel, at the image's edges too; choose a boundary that pads, such as 'reflect'"
@@ -367,7 +372,8 @@ class PixelwiseTiles:
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
         origin = (tile.halo.top, tile.halo.left)
-        result: np.ndarray = self.kernel.compute(block, origin, tile.core_shape)
+        rows, cols = tile.core_shape  # an image's: for_tiles refused volumes
+        result: np.ndarray = self.kernel.compute(block, origin, (rows, cols))
         return result
 
 

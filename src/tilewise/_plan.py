@@ -27,9 +27,9 @@ SCHEDULER_PROTOCOLS: tuple[str, ...] = ("tcp", "tls")
 class Plan:
     """The normalised settings of one run; nothing downstream re-validates them."""
 
-    tile: tuple[int, int]
-    halo: tuple[int, int]
-    boundary: str
+    tile: tuple[int, ...]  # one size per tiled axis: the image's first len(tile) axes
+    halo: tuple[int, ...]
+    boundary: str | tuple[str, ...]  # one mode, or one per tiled axis
     cval: float
     dtype: np.dtype | None
     casting: Casting  # numpy's rule for each result going into the output; dtype= casts regardless
@@ -66,13 +66,15 @@ def make_plan(
     client: Any = None,
     scheduler: Any = None,
 ) -> Plan:
-    boundary = check.choice("boundary", boundary, BOUNDARIES)
+    tile = check.sizes("tile", tile, minimum=1)
+    halo = _halo(halo, tile)
+    boundary = check.modes(boundary, BOUNDARIES, len(tile))
     if backend is None:  # a cluster named is a cluster to use
         backend = "dask" if client is not None or scheduler is not None else default_backend
     backend = check.choice("backend", backend, BACKENDS)
     return Plan(
-        tile=check.pair("tile", tile, minimum=1),
-        halo=check.pair("halo", halo, minimum=0),
+        tile=tile,
+        halo=halo,
         boundary=boundary,
         cval=check.cval(cval, image_dtype, boundary),
         dtype=check.dtype_or_none(dtype),
@@ -88,6 +90,27 @@ def make_plan(
         client=_client(client, scheduler, backend),
         scheduler=None if scheduler is None else _dask_only("scheduler", scheduler, backend),
     )
+
+
+def _halo(value: Any, tile: tuple[int, ...]) -> tuple[int, ...]:
+    halo = check.sizes("halo", value, minimum=0, axes=len(tile))
+    if len(halo) != len(tile):
+        hint = "give one halo, or one per tiled axis"
+        if len(halo) > len(tile):
+            hint += f"; tile={(tile[0],) * len(halo)} tiles {len(halo)} axes"
+        raise ArgumentError(
+            f"halo={value!r}: {len(halo)} values, but tile={tile} tiles {len(tile)} axes; {hint}"
+        )
+    return halo
+
+
+def tiled_axes(plan: Plan, shape: tuple[int, ...], what: str = "image") -> None:
+    """Refuse a plan tiling more axes than the image has: known before any tile runs."""
+    if len(plan.tile) > len(shape):
+        raise ArgumentError(
+            f"tile={plan.tile}: tiles {len(plan.tile)} axes, but the {what} has shape {shape}, "
+            f"{len(shape)} axes"
+        )
 
 
 def _workers(value: Any, backend: str) -> int | None:

@@ -37,9 +37,10 @@ class TileJob:
     func: Callable[..., Any]
     source: Source
     sink: Sink | None  # None: hand the core result back instead of writing it
-    boundary: str
+    boundary: str | tuple[str, ...]  # one mode, or one per tiled axis
     cval: float
     pass_tile: bool
+    tiled: int = 2  # how many of the image's first axes are tiled; the rest reach func whole
     dtype: np.dtype | None = None  # dtype=: every result converted to it, as astype does
     casting: Casting = "same_kind"  # numpy's rule for a result going into the output
     trailing: tuple[int, ...] | None = None  # extra dimensions every result must have
@@ -69,11 +70,12 @@ def run_tile(job: TileJob, tile: Tile) -> np.ndarray | None:
     """Compute one tile; return its core result only when the job has no sink."""
     stage = READ
     try:
-        block = read_block(job.source.read, image_shape(job.source), tile, job.boundary, job.cval)
+        shape = image_shape(job.source, tile.ndim)
+        block = read_block(job.source.read, shape, tile, job.boundary, job.cval)
         stage = CALL
         result = np.asarray(job.func(block, tile) if job.pass_tile else job.func(block))
         core = _trim(result, tile)
-        check_extra_dimensions(core, job.trailing)
+        check_extra_dimensions(core, job.trailing, tile.ndim)
         if job.dtype is not None:
             stage = f"{CONVERT}{job.dtype.name!r}"
             core = core.astype(job.dtype, copy=False)
@@ -81,7 +83,7 @@ def run_tile(job: TileJob, tile: Tile) -> np.ndarray | None:
         if job.sink is None:
             return core
         stage = WRITE
-        job.sink.write(tile.y, tile.x, core)
+        job.sink.write(tile.slices, core)
     except Exception as exc:
         stage = located(stage, job.source, job.sink)
         raise tile_error(tile, stage, exc)  # noqa: B904 - tile_error chains the cause
@@ -125,28 +127,26 @@ def tile_error(tile: Tile, stage: str, exc: Exception) -> TileError:
 
 def _trim(result: np.ndarray, tile: Tile) -> np.ndarray:
     """Drop the halo from a block-sized result; keep a core-sized one as it is."""
-    shape = result.shape[:2]
-    if result.ndim >= 2 and shape == tile.core_shape:
+    k = tile.ndim
+    shape = result.shape[:k]
+    if result.ndim >= k and shape == tile.core_shape:
         return result
-    if result.ndim >= 2 and shape == tile.block_shape:
-        h = tile.halo
-        return result[
-            h.top : h.top + shape[0] - h.top - h.bottom,
-            h.left : h.left + shape[1] - h.left - h.right,
-        ]
+    if result.ndim >= k and shape == tile.block_shape:
+        return result[tile.core_in_block]
     expected = f"{tile.core_shape} (the core tile)"
     if tile.block_shape != tile.core_shape:
         expected += f" or {tile.block_shape} (the block with its halo)"
-    raise ResultMismatch(
-        f"func returned shape {result.shape}, expected {expected} as the first two dimensions"
-    )
+    first = "first two dimensions" if k == 2 else f"first {k} dimensions (the tiled axes)"
+    raise ResultMismatch(f"func returned shape {result.shape}, expected {expected} as the {first}")
 
 
-def check_extra_dimensions(core: np.ndarray, trailing: tuple[int, ...] | None) -> None:
-    """Refuse a result whose dimensions after the first two are not the output's ``trailing``."""
-    if trailing is not None and core.shape[2:] != trailing:
+def check_extra_dimensions(
+    core: np.ndarray, trailing: tuple[int, ...] | None, tiled: int = 2
+) -> None:
+    """Refuse a result whose dimensions after the ``tiled`` axes are not the output's."""
+    if trailing is not None and core.shape[tiled:] != trailing:
         raise ResultMismatch(
-            f"func returned extra dimensions {core.shape[2:]} (shape {core.shape}), "
+            f"func returned extra dimensions {core.shape[tiled:]} (shape {core.shape}), "
             f"but the output has {trailing}; every tile must return the same"
         )
 

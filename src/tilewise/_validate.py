@@ -3,9 +3,9 @@
 Each returns the normalised value or raises an :class:`~tilewise.ArgumentError`
 (or :class:`~tilewise.ArgumentTypeError`) that names the argument and its value.
 
->>> pair("tile", 512, minimum=1)
+>>> sizes("tile", 512, minimum=1)
 (512, 512)
->>> pair("tile", (0, 5), minimum=1)
+>>> sizes("tile", (0, 5), minimum=1)
 Traceback (most recent call last):
 ...
 tilewise.errors.ArgumentError: tile=(0, 5): each tile dimension must be a positive integer
@@ -34,16 +34,51 @@ def integer(name: str, value: Any, minimum: int) -> int:
     return int(value)
 
 
-def pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
-    """An int or a (rows, cols) pair of ints, each >= minimum."""
+def sizes(name: str, value: Any, minimum: int, axes: int = 2) -> tuple[int, ...]:
+    """An int (the same for ``axes`` axes) or a tuple of ints, one per tiled axis, each >= minimum.
+
+    >>> sizes("tile", (32, 256, 256), minimum=1)
+    (32, 256, 256)
+    >>> sizes("halo", 2, minimum=0, axes=3)
+    (2, 2, 2)
+    """
     what = "positive" if minimum == 1 else "non-negative"
-    hint = f"{name}={value!r}: must be a {what} integer or a (rows, cols) pair of them"
-    pair = (value, value) if is_int(value) else value
-    if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not all(map(is_int, pair)):
+    hint = (
+        f"{name}={value!r}: must be a {what} integer or a tuple of them, one per tiled axis "
+        "((rows, cols) for an image)"
+    )
+    sizes = (value,) * axes if is_int(value) else value
+    if not isinstance(sizes, (tuple, list)) or len(sizes) < 2 or not all(map(is_int, sizes)):
         raise ArgumentTypeError(hint)
-    if min(pair) < minimum:
+    if min(sizes) < minimum:
         raise ArgumentError(f"{name}={value!r}: each {name} dimension must be a {what} integer")
-    return (int(pair[0]), int(pair[1]))
+    return tuple(int(n) for n in sizes)
+
+
+def modes(value: Any, options: tuple[str, ...], axes: int) -> str | tuple[str, ...]:
+    """``boundary``: one of ``options``, or a tuple of them, one per tiled axis.
+
+    A tuple of one mode repeated is that mode.
+
+    >>> modes(("wrap", "reflect", "reflect"), ("wrap", "reflect"), 3)
+    ('wrap', 'reflect', 'reflect')
+    >>> modes(["wrap", "wrap"], ("wrap", "reflect"), 2)
+    'wrap'
+    """
+    if not isinstance(value, (tuple, list)):
+        return choice("boundary", value, options)
+    if len(value) != axes:
+        raise ArgumentError(
+            f"boundary={value!r}: {len(value)} modes for {axes} tiled axes; give one mode, or "
+            "one per tiled axis"
+        )
+    for mode in value:
+        if mode not in options:
+            raise ArgumentError(
+                f"boundary={value!r}: {mode!r} is not one of {', '.join(map(repr, options))}"
+            )
+    given = tuple(str(mode) for mode in value)
+    return given[0] if len(set(given)) == 1 else given
 
 
 def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
@@ -70,7 +105,7 @@ def dtype_or_none(value: Any) -> np.dtype | None:
     return dtype
 
 
-def cval(value: Any, image_dtype: np.dtype, boundary: str) -> float:
+def cval(value: Any, image_dtype: np.dtype, boundary: str | tuple[str, ...]) -> float:
     """cval as the padding stores it, in the image's dtype: rounded at most, never changed.
 
     A float image rounds cval to its precision (as ``numpy.pad`` does) but must
@@ -78,7 +113,7 @@ def cval(value: Any, image_dtype: np.dtype, boundary: str) -> float:
     """
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
         raise ArgumentTypeError(f"cval={value!r}: must be a real number")
-    if boundary == "constant":
+    if "constant" in ((boundary,) if isinstance(boundary, str) else boundary):
         # A Python number, so that np.float64(0.1) and 0.1 are judged alike.
         number: Any = value.item() if isinstance(value, np.generic) else value
         with np.errstate(invalid="ignore", over="ignore"):

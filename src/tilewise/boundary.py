@@ -34,8 +34,9 @@ from tilewise.grid import Tile
 
 BOUNDARIES: tuple[str, ...] = ("reflect", "mirror", "nearest", "wrap", "constant", "none")
 
-#: Reads the image window ``[rows, cols]`` (plus any trailing dimensions).
-WindowReader = Callable[[slice, slice], np.ndarray]
+#: Reads the image window of one slice per tiled axis (``[rows, cols]`` for an
+#: image), with any further dimensions whole.
+WindowReader = Callable[..., np.ndarray]
 
 
 def source_indices(start: int, stop: int, n: int, mode: str) -> np.ndarray:
@@ -63,97 +64,120 @@ def source_indices(start: int, stop: int, n: int, mode: str) -> np.ndarray:
     raise ValueError(f"no index mapping for boundary {mode!r}")
 
 
+def modes(boundary: str | tuple[str, ...], ndim: int) -> tuple[str, ...]:
+    """``boundary`` as one mode per tiled axis.
+
+    >>> modes("wrap", 3)
+    ('wrap', 'wrap', 'wrap')
+    >>> modes(("wrap", "reflect"), 2)
+    ('wrap', 'reflect')
+    """
+    return (boundary,) * ndim if isinstance(boundary, str) else tuple(boundary)
+
+
 def read_block(
     read: WindowReader,
-    image_shape: tuple[int, int],
+    image_shape: tuple[int, ...],
     tile: Tile,
-    boundary: str,
+    boundary: str | tuple[str, ...],
     cval: float = 0.0,
 ) -> np.ndarray:
-    """The tile plus its halo, padded per ``boundary``; read-only.
+    """The tile plus its halo, padded per ``boundary`` (one mode, or one per axis); read-only.
 
     Interior blocks are returned as a single window read (a view for in-memory
     images). The block is read-only so a function that writes into it fails
     loudly instead of corrupting its neighbours' halos.
     """
-    h = tile.halo
-    y0, y1 = tile.y.start - h.top, tile.y.stop + h.bottom
-    x0, x1 = tile.x.start - h.left, tile.x.stop + h.right
-    rows, cols = image_shape
-    if y0 >= 0 and x0 >= 0 and y1 <= rows and x1 <= cols:
-        block = read(slice(y0, y1), slice(x0, x1))
+    spans = [
+        (s.start - before, s.stop + after)
+        for s, (before, after) in zip(tile.slices, tile.margins, strict=True)
+    ]
+    if all(start >= 0 and stop <= n for (start, stop), n in zip(spans, image_shape, strict=True)):
+        block = read(*(slice(start, stop) for start, stop in spans))
     else:
-        block = _read_padded(read, image_shape, (y0, y1), (x0, x1), boundary, cval)
+        block = _read_padded(read, image_shape, spans, modes(boundary, tile.ndim), cval)
     block.flags.writeable = False
     return block
 
 
 def _read_padded(
     read: WindowReader,
-    image_shape: tuple[int, int],
-    rows: tuple[int, int],
-    cols: tuple[int, int],
-    boundary: str,
+    image_shape: tuple[int, ...],
+    spans: list[tuple[int, int]],
+    boundary: tuple[str, ...],
     cval: float,
 ) -> np.ndarray:
     """Copy the part of the block inside the image in one read; gather only the margins.
 
     Gathering the whole block by fancy indexing made an edge tile several
     times dearer than an interior one (a row strip is an edge tile all along).
+    The margins are taken axis by axis: along the first, the slabs before and
+    after the inside, whole across the other axes; along each next one, the
+    slabs within the inside of the axes before it. Two axes make the four
+    margins of an image: top and bottom rows whole, then left and right.
     """
-    (y0, y1), (x0, x1) = rows, cols
-    # Block positions [top, bottom) x [left, right) lie inside the image; never
+    # Block positions [first, last) of each axis lie inside the image; never
     # empty, since the core tile does.
-    top, bottom = max(0, -y0), min(y1, image_shape[0]) - y0
-    left, right = max(0, -x0), min(x1, image_shape[1]) - x0
-    inside = read(slice(y0 + top, y0 + bottom), slice(x0 + left, x0 + right))
-    block = np.empty((y1 - y0, x1 - x0, *inside.shape[2:]), inside.dtype)
-    block[top:bottom, left:right] = inside
-    row_idx = source_indices(y0, y1, image_shape[0], boundary)
-    col_idx = source_indices(x0, x1, image_shape[1], boundary)
-    margins = [
-        (slice(0, top), slice(None)),
-        (slice(bottom, None), slice(None)),
-        (slice(top, bottom), slice(0, left)),
-        (slice(top, bottom), slice(right, None)),
+    inside = [
+        (max(0, -start), min(stop, n) - start)
+        for (start, stop), n in zip(spans, image_shape, strict=True)
     ]
-    for at_rows, at_cols in margins:
-        margin_rows, margin_cols = row_idx[at_rows], col_idx[at_cols]
-        if margin_rows.size == 0 or margin_cols.size == 0:
-            continue
-        if (margin_rows < 0).all() or (margin_cols < 0).all():
-            block[at_rows, at_cols] = cval
-        else:
-            block[at_rows, at_cols] = _gather(read, margin_rows, margin_cols, cval)
+    core = read(
+        *(slice(start + a, start + b) for (start, _), (a, b) in zip(spans, inside, strict=True))
+    )
+    shape = (*(stop - start for start, stop in spans), *core.shape[len(spans) :])
+    block = np.empty(shape, core.dtype)
+    block[tuple(slice(a, b) for a, b in inside)] = core
+    indices = [
+        # "none" clips the halo to the image: its positions are all inside, mapped as themselves.
+        source_indices(start, stop, n, "nearest" if mode == "none" else mode)
+        for (start, stop), n, mode in zip(spans, image_shape, boundary, strict=True)
+    ]
+    for axis, (first, last) in enumerate(inside):
+        within = tuple(slice(a, b) for a, b in inside[:axis])
+        whole = (slice(None),) * (len(spans) - axis - 1)
+        for side in (slice(0, first), slice(last, None)):
+            region = (*within, side, *whole)
+            region_indices = [index[at] for index, at in zip(indices, region, strict=True)]
+            if any(index.size == 0 for index in region_indices):
+                continue
+            if any((index < 0).all() for index in region_indices):
+                block[region] = cval
+            else:
+                block[region] = _gather(read, region_indices, cval)
     return block
 
 
-def _gather(
-    read: WindowReader, row_idx: np.ndarray, col_idx: np.ndarray, cval: float
-) -> np.ndarray:
-    """The image at ``row_idx`` x ``col_idx`` (-1: cval), from the few windows they repeat.
+def _gather(read: WindowReader, indices: list[np.ndarray], cval: float) -> np.ndarray:
+    """The image at the product of ``indices`` (-1: cval), from the few windows they repeat.
 
-    At least one row and one column index must be inside the image.
+    At least one index of each axis must be inside the image.
     """
-    row_fill, col_fill = row_idx < 0, col_idx < 0
-    unique_rows, row_pos = np.unique(
-        np.where(row_fill, row_idx.max(), row_idx), return_inverse=True
+    fills = [index < 0 for index in indices]
+    uniques, positions = zip(
+        *(
+            np.unique(np.where(fill, index.max(), index), return_inverse=True)
+            for index, fill in zip(indices, fills, strict=True)
+        ),
+        strict=True,
     )
-    unique_cols, col_pos = np.unique(
-        np.where(col_fill, col_idx.max(), col_idx), return_inverse=True
-    )
-    windows = np.concatenate(
-        [
-            np.concatenate([read(slice(*r), slice(*c)) for c in _runs(unique_cols)], axis=1)
-            for r in _runs(unique_rows)
-        ],
-        axis=0,
-    )
-    block = windows[np.ix_(row_pos, col_pos)]
-    if row_fill.any() or col_fill.any():
-        block[row_fill] = cval
-        block[:, col_fill] = cval
+    windows = _read_runs(read, [_runs(unique) for unique in uniques])
+    block = windows[np.ix_(*positions)]
+    for axis, fill in enumerate(fills):
+        if fill.any():
+            block[(slice(None),) * axis + (fill,)] = cval
     return block
+
+
+def _read_runs(
+    read: WindowReader, runs: list[list[tuple[int, int]]], chosen: tuple[slice, ...] = ()
+) -> np.ndarray:
+    """The windows of every combination of ``runs`` (one list per axis), side by side."""
+    axis = len(chosen)
+    if axis == len(runs):
+        return read(*chosen)
+    parts = [_read_runs(read, runs, (*chosen, slice(*run))) for run in runs[axis]]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
 
 
 def _runs(sorted_unique: np.ndarray) -> list[tuple[int, int]]:

@@ -79,22 +79,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _size(text: str) -> tuple[int, int]:
-    """``512`` or ``512,256`` (rows, cols)."""
+def _sizes(text: str) -> int | tuple[int, ...]:
+    """``512`` (one for every tiled axis), ``512,256`` (rows, cols) or ``32,256,256``."""
     try:
         parts = [int(part) for part in text.replace("x", ",").split(",")]
     except ValueError:
         parts = []
-    if len(parts) not in (1, 2) or min(parts) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected N or ROWS,COLS, e.g. 512 or 512,256")
-    return (parts[0], parts[-1])
+    if not parts or min(parts) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected N, ROWS,COLS, or one size per tiled axis, e.g. 512, 512,256 "
+            "or 32,256,256"
+        )
+    return parts[0] if len(parts) == 1 else tuple(parts)
 
 
-def _positive_size(text: str) -> tuple[int, int]:
-    size = _size(text)
-    if min(size) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: a tile needs at least 1 row and 1 column")
+def _positive_sizes(text: str) -> int | tuple[int, ...]:
+    size = _sizes(text)
+    if min(size if isinstance(size, tuple) else (size,)) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a tile needs at least 1 pixel along each axis")
     return size
+
+
+def _boundary(text: str) -> str | tuple[str, ...]:
+    """One mode, or one per tiled axis: ``wrap,reflect,reflect``."""
+    modes = tuple(text.split(","))
+    for mode in modes:
+        if mode not in BOUNDARIES:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {mode!r} is not one of {', '.join(BOUNDARIES)}"
+            )
+    return modes[0] if len(modes) == 1 else modes
 
 
 def _positive_int(text: str) -> int:
@@ -199,9 +213,12 @@ def _add_apply(commands: Any, common: argparse.ArgumentParser) -> None:
     _add_storage(apply)
     apply.add_argument(
         "--boundary",
-        choices=BOUNDARIES,
+        type=_boundary,
         default="reflect",
-        help="how context beyond the image edge is filled, as scipy.ndimage (default: reflect)",
+        metavar="MODE",
+        help=f"how context beyond the image edge is filled, as scipy.ndimage: "
+        f"{', '.join(BOUNDARIES)}, or one per tiled axis, e.g. wrap,reflect,reflect "
+        "(default: reflect)",
     )
     apply.add_argument("--cval", type=float, default=0.0, help="fill value for --boundary constant")
     apply.add_argument("--dtype", type=_dtype, help="output dtype (default: FUNC's result's)")
@@ -315,17 +332,18 @@ def _add_storage(command: argparse.ArgumentParser) -> None:
 def _add_tiling(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--tile",
-        type=_positive_size,
-        default=(512, 512),
+        type=_positive_sizes,
+        default=512,
         metavar="N",
-        help="tile size: N or ROWS,COLS (default: 512)",
+        help="tile size: N or ROWS,COLS, tiling rows and columns, or one size per axis to "
+        "tile, e.g. 32,256,256 for a volume (default: 512)",
     )
     command.add_argument(
         "--halo",
-        type=_size,
+        type=_sizes,
         default=None,
         metavar="N",
-        help="context pixels on each side of a tile: N or ROWS,COLS (default: 0)",
+        help="context pixels on each side of a tile: N, or one per tiled axis (default: 0)",
     )
     command.add_argument(
         "--workers",
@@ -361,10 +379,13 @@ def _add_demo(commands: Any) -> None:
 
 
 def _terrain_size(text: str) -> tuple[int, int]:
-    size = _size(text)
-    if min(size) < 3:
+    size = _sizes(text)
+    rows, cols = (size, size) if isinstance(size, int) else (size[0], size[-1])
+    if isinstance(size, tuple) and len(size) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or ROWS,COLS, e.g. 4000,6000")
+    if min(rows, cols) < 3:
         raise argparse.ArgumentTypeError(f"{text!r}: the terrain needs at least 3 rows and columns")
-    return size
+    return (rows, cols)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -527,30 +548,31 @@ def _info(args: argparse.Namespace) -> int:
     from tilewise.io.image import ImageSource
 
     source = open_source(args.input, _storage_options(args.storage_option))
-    rows, cols = source.shape[:2]
-    channels = math.prod(source.shape[2:])
-    pixel_bytes = channels * source.dtype.itemsize
-    halo = args.halo or (0, 0)
-    grid = Grid(shape=(rows, cols), tile=args.tile, halo=halo)
+    tile, halo = _tiling(args.tile, args.halo, source.shape)
+    tiled = source.shape[: len(tile)]
+    pixel_bytes = math.prod(source.shape[len(tile) :]) * source.dtype.itemsize
+    grid = Grid(shape=tiled, tile=tile, halo=halo)
     workers = min(args.workers or available_cpus(), len(grid))
-    tile_rows, tile_cols = min(args.tile[0], rows), min(args.tile[1], cols)
-    block = (tile_rows + 2 * halo[0], tile_cols + 2 * halo[1])
-    block_bytes = block[0] * block[1] * pixel_bytes
+    core = [min(size, n) for size, n in zip(tile, tiled, strict=True)]
+    block = [size + 2 * h for size, h in zip(core, halo, strict=True)]
     # Per running tile: the block read, its padded copy at the edges, the result.
-    per_tile = 3 * block_bytes + _decoded_bytes(source, block, pixel_bytes)
-    whole = rows * cols * pixel_bytes if isinstance(source, ImageSource) else 0
+    per_tile = 3 * math.prod(block) * pixel_bytes + _decoded_bytes(source, block, pixel_bytes)
+    pixels = math.prod(tiled)
+    whole = pixels * pixel_bytes if isinstance(source, ImageSource) else 0
     estimate = workers * (per_tile + whole)
+    unit = "megapixels" if len(tile) == 2 else "megavoxels"
     lines = [
         ("file", str(args.input)),
         ("format", _layout(source)),
         ("shape", " x ".join(map(str, source.shape))),
+        ("axes", _axes(source.shape, len(tile))),
         ("dtype", str(source.dtype)),
-        ("size", f"{_bytes(rows * cols * pixel_bytes)} ({rows * cols / 1e6:.1f} megapixels)"),
+        ("size", f"{_bytes(pixels * pixel_bytes)} ({pixels / 1e6:.1f} {unit})"),
         (
             "tiles",
-            f"{grid.n_rows} x {grid.n_cols} = {_count(len(grid), 'tile')}"
-            f" of {tile_rows} x {tile_cols}"
-            f", blocks with halo {block[0]} x {block[1]}",
+            f"{' x '.join(map(str, grid.counts))} = {_count(len(grid), 'tile')}"
+            f" of {' x '.join(map(str, core))}"
+            f", blocks with halo {' x '.join(map(str, block))}",
         ),
         (
             "memory",
@@ -565,6 +587,38 @@ def _info(args: argparse.Namespace) -> int:
     for name, value in lines:
         print(f"{name:<{width}}  {value}")
     return 0
+
+
+def _tiling(
+    tile: int | tuple[int, ...], halo: int | tuple[int, ...] | None, shape: tuple[int, ...]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``--tile`` and ``--halo`` as one size per tiled axis, checked against INPUT's shape."""
+    tiles = (tile, tile) if isinstance(tile, int) else tile
+    if len(tiles) > len(shape):
+        raise CommandError(
+            f"--tile {','.join(map(str, tiles))}: tiles {len(tiles)} axes, but INPUT has shape "
+            f"{shape}"
+        )
+    halos = (halo or 0,) * len(tiles) if not isinstance(halo, tuple) else halo
+    if len(halos) != len(tiles):
+        raise CommandError(
+            f"--halo {','.join(map(str, halos))}: {len(halos)} values, but --tile tiles "
+            f"{len(tiles)} axes; give one halo, or one per tiled axis"
+        )
+    return tiles, halos
+
+
+def _axes(shape: tuple[int, ...], tiled: int) -> str:
+    """Which axes are tiled and which reach FUNC whole: ``rows 300, cols 400 tiled; ...``."""
+    names = [f"axis {axis}" for axis in range(tiled - 2)] + ["rows", "cols"]
+    if len(shape) == tiled + 1:
+        names.append("channels")
+    names += [f"axis {axis}" for axis in range(len(names), len(shape))]
+    described = [f"{name} {n}" for name, n in zip(names, shape, strict=True)]
+    text = f"{', '.join(described[:tiled])} tiled"
+    if len(shape) > tiled:
+        text += f"; {', '.join(described[tiled:])} whole"
+    return text
 
 
 def _georeferencing(source: Any) -> list[tuple[str, str]]:
@@ -601,13 +655,13 @@ def _layout(source: Any) -> str:
     return str(getattr(source, "layout", "in-memory array"))
 
 
-def _decoded_bytes(source: Any, block: tuple[int, int], pixel_bytes: int) -> int:
+def _decoded_bytes(source: Any, block: list[int], pixel_bytes: int) -> int:
     """The chunks a block overlaps, decoded whole to read it (compressed TIFF, Zarr)."""
     chunks = getattr(source, "chunks", None)
     if not chunks:
         return 0
-    spans = [-(-(size - 1) // chunk) + 1 for size, chunk in zip(block, chunks[:2], strict=True)]
-    return spans[0] * spans[1] * chunks[0] * chunks[1] * pixel_bytes
+    spans = [-(-(size - 1) // chunk) + 1 for size, chunk in zip(block, chunks, strict=False)]
+    return math.prod(spans) * math.prod(chunks[: len(block)]) * pixel_bytes
 
 
 def _bytes(count: float) -> str:

@@ -2,6 +2,11 @@
 
 Pure values and functions: no I/O, no padding, no execution.
 
+A grid tiles the first k axes of an array (k >= 2); further axes reach
+``func`` whole. The last two tiled axes are the rows and columns, ``y``
+and ``x`` of a :class:`Tile`; a volume's or a stack's tiled axes before
+them (z, or t and z) are its ``leading`` axes.
+
 Examples
 --------
 >>> grid = Grid(shape=(5, 7), tile=(2, 4), halo=(1, 1))
@@ -14,17 +19,32 @@ Examples
 Halo(top=1, bottom=1, left=1, right=1)
 >>> Grid(shape=(5, 7), tile=(2, 4), halo=(1, 1), clip_halo=True).tile_at((2, 1)).halo
 Halo(top=1, bottom=0, left=1, right=0)
+
+A volume tiled along all three axes:
+
+>>> volume = Grid(shape=(10, 5, 7), tile=(4, 2, 4), halo=(2, 1, 1), clip_halo=True)
+>>> volume.counts, len(volume)
+((3, 3, 2), 18)
+>>> t = volume.tile_at((0, 2, 1))
+>>> t.slices
+(slice(0, 4, None), slice(4, 5, None), slice(4, 7, None))
+>>> t.margins
+((0, 2), (1, 0), (1, 0))
+>>> t.describe()
+'tile (0, 2, 1) axis 0 0:4, rows 4:5, cols 4:7'
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
 
 class Halo(NamedTuple):
-    """Context pixels on each side of a core tile."""
+    """Context pixels on each side of a core tile, in its rows and columns."""
 
     top: int
     bottom: int
@@ -32,81 +52,139 @@ class Halo(NamedTuple):
     right: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Tile:
     """One core tile of the grid, in image coordinates.
 
-    ``index`` is (row, col) in the tile grid; ``y`` and ``x`` are the slices of
-    the core region; ``halo`` is the context actually present in the block
+    ``index`` is the tile's position in the grid, (row, col) for an image;
+    ``y`` and ``x`` are the slices of the core region's rows and columns;
+    ``halo`` is the context actually present around them in the block
     ``func`` receives (smaller than requested only with ``boundary="none"``).
+    A volume's tiled axes before the rows have their slices in ``leading``
+    and their (before, after) context in ``leading_halo``.
     """
 
-    index: tuple[int, int]
+    index: tuple[int, ...]
     y: slice
     x: slice
     halo: Halo
+    leading: tuple[slice, ...] = ()
+    leading_halo: tuple[tuple[int, int], ...] = ()
 
     @property
-    def core_shape(self) -> tuple[int, int]:
-        return (self.y.stop - self.y.start, self.x.stop - self.x.start)
+    def ndim(self) -> int:
+        """The number of tiled axes."""
+        return len(self.leading) + 2
 
     @property
-    def block_shape(self) -> tuple[int, int]:
-        rows, cols = self.core_shape
+    def slices(self) -> tuple[slice, ...]:
+        """The core region, one slice per tiled axis."""
+        return (*self.leading, self.y, self.x)
+
+    @property
+    def margins(self) -> tuple[tuple[int, int], ...]:
+        """The halo per tiled axis as (before, after): ``numpy.pad``'s ``pad_width``."""
         h = self.halo
-        return (rows + h.top + h.bottom, cols + h.left + h.right)
+        return (*self.leading_halo, (h.top, h.bottom), (h.left, h.right))
+
+    @property
+    def core_shape(self) -> tuple[int, ...]:
+        return tuple(s.stop - s.start for s in self.slices)
+
+    @property
+    def block_shape(self) -> tuple[int, ...]:
+        return tuple(
+            n + before + after
+            for n, (before, after) in zip(self.core_shape, self.margins, strict=True)
+        )
+
+    @property
+    def core_in_block(self) -> tuple[slice, ...]:
+        """Where the core tile lies in its block: what trims the halo off."""
+        return tuple(
+            slice(before, before + n)
+            for n, (before, _) in zip(self.core_shape, self.margins, strict=True)
+        )
 
     def describe(self) -> str:
         """``tile (3, 7) rows 1536:2048, cols 3584:4000``: how errors name a tile."""
-        return (
-            f"tile {self.index} rows {self.y.start}:{self.y.stop}, "
-            f"cols {self.x.start}:{self.x.stop}"
-        )
+        spans = [f"axis {axis} {s.start}:{s.stop}" for axis, s in enumerate(self.leading)]
+        spans += [f"rows {self.y.start}:{self.y.stop}", f"cols {self.x.start}:{self.x.stop}"]
+        return f"tile {self.index} {', '.join(spans)}"
+
+    def __repr__(self) -> str:
+        fields = f"index={self.index}, y={self.y!r}, x={self.x!r}, halo={self.halo!r}"
+        if self.leading:
+            fields += f", leading={self.leading!r}, leading_halo={self.leading_halo!r}"
+        return f"Tile({fields})"
 
 
 @dataclass(frozen=True, slots=True)
 class Grid:
-    """The core tiles covering an image of ``shape`` (rows, cols).
+    """The core tiles covering the first ``len(tile)`` axes of an array of ``shape``.
 
-    Tiles are ``tile`` (rows, cols) in size; those on the bottom and right edges
-    are smaller when the size does not divide the image. ``halo`` (rows, cols)
-    is the context requested on each side; with ``clip_halo`` the halo of edge
-    tiles stops at the image border instead of being padded.
+    Tiles are ``tile`` in size; those at the far end of each axis are
+    smaller when the size does not divide the array. ``halo`` is the context
+    requested on each side, per tiled axis; with ``clip_halo`` (one flag, or
+    one per tiled axis) the halo of edge tiles stops at the array's border
+    instead of being padded.
     """
 
-    shape: tuple[int, int]
-    tile: tuple[int, int]
-    halo: tuple[int, int] = (0, 0)
-    clip_halo: bool = False
+    shape: tuple[int, ...]
+    tile: tuple[int, ...]
+    halo: tuple[int, ...] = (0, 0)
+    clip_halo: bool | tuple[bool, ...] = False
+
+    def __post_init__(self) -> None:
+        k = len(self.tile)
+        if k < 2 or len(self.halo) != k or len(self.shape) != k:
+            raise ValueError(
+                f"a grid needs 2 or more tiled axes, each with a size, a tile and a halo: "
+                f"shape {self.shape}, tile {self.tile}, halo {self.halo}"
+            )
+
+    @property
+    def counts(self) -> tuple[int, ...]:
+        """Tiles along each tiled axis."""
+        return tuple(-(-n // t) for n, t in zip(self.shape, self.tile, strict=True))
 
     @property
     def n_rows(self) -> int:
-        return -(-self.shape[0] // self.tile[0])
+        return self.counts[-2]
 
     @property
     def n_cols(self) -> int:
-        return -(-self.shape[1] // self.tile[1])
+        return self.counts[-1]
 
     def __len__(self) -> int:
-        return self.n_rows * self.n_cols
+        return math.prod(self.counts)
 
     def __iter__(self) -> Iterator[Tile]:
-        """Tiles in row-major order."""
-        for row in range(self.n_rows):
-            for col in range(self.n_cols):
-                yield self.tile_at((row, col))
+        """Tiles in row-major (C) order of their indices."""
+        for index in itertools.product(*map(range, self.counts)):
+            yield self.tile_at(index)
 
-    def tile_at(self, index: tuple[int, int]) -> Tile:
-        row, col = index
-        if not (0 <= row < self.n_rows and 0 <= col < self.n_cols):
-            raise IndexError(f"tile index {index} outside a {self.n_rows}x{self.n_cols} grid")
-        y0, x0 = row * self.tile[0], col * self.tile[1]
-        y1, x1 = min(y0 + self.tile[0], self.shape[0]), min(x0 + self.tile[1], self.shape[1])
-        hy, hx = self.halo
-        if self.clip_halo:
-            halo = Halo(
-                min(hy, y0), min(hy, self.shape[0] - y1), min(hx, x0), min(hx, self.shape[1] - x1)
-            )
-        else:
-            halo = Halo(hy, hy, hx, hx)
-        return Tile(index=(row, col), y=slice(y0, y1), x=slice(x0, x1), halo=halo)
+    def tile_at(self, index: tuple[int, ...]) -> Tile:
+        counts = self.counts
+        if len(index) != len(counts) or any(
+            not 0 <= i < n for i, n in zip(index, counts, strict=False)
+        ):
+            raise IndexError(f"tile index {index} outside a {'x'.join(map(str, counts))} grid")
+        clip = self.clip_halo
+        clips = clip if isinstance(clip, tuple) else (clip,) * len(counts)
+        slices, margins = [], []
+        for i, n, size, halo, clipped in zip(
+            index, self.shape, self.tile, self.halo, clips, strict=True
+        ):
+            start, stop = i * size, min((i + 1) * size, n)
+            slices.append(slice(start, stop))
+            margins.append((min(halo, start), min(halo, n - stop)) if clipped else (halo, halo))
+        (top, bottom), (left, right) = margins[-2:]
+        return Tile(
+            index=tuple(index),
+            y=slices[-2],
+            x=slices[-1],
+            halo=Halo(top, bottom, left, right),
+            leading=tuple(slices[:-2]),
+            leading_halo=tuple(margins[:-2]),
+        )

@@ -198,6 +198,11 @@ def differences(journalled: dict[str, Any], current: dict[str, Any]) -> list[str
 # --- the journal file ----------------------------------------------------------------
 
 
+def _index(index: tuple[int, ...]) -> str:
+    """A tile's index as its journal line says it: ``3 7`` for tile (3, 7)."""
+    return " ".join(map(str, index))
+
+
 def _line(text: str) -> bytes:
     return f"{text} {zlib.crc32(text.encode()):08x}\n".encode()
 
@@ -214,7 +219,7 @@ class UnreadableJournal(Exception):  # noqa: N818 - a state of the file, caught 
     """A journal file whose header is damaged: nothing it records can be trusted."""
 
 
-def read_journal(path: Path) -> tuple[dict[str, Any], set[tuple[int, int]]] | None:
+def read_journal(path: Path) -> tuple[dict[str, Any], set[tuple[int, ...]]] | None:
     """The header and the recorded tiles; None when there is no journal.
 
     Raises :class:`UnreadableJournal` when the header is damaged: journals
@@ -234,8 +239,7 @@ def read_journal(path: Path) -> tuple[dict[str, Any], set[tuple[int, int]]] | No
         text = _parse(line)
         if text is None:
             break
-        row, col = text.split()
-        done.add((int(row), int(col)))
+        done.add(tuple(int(i) for i in text.split()))
     return json.loads(header), done
 
 
@@ -270,7 +274,7 @@ class Journal:
         header: dict[str, Any],
         sink: FileSink,
         interval: float,
-        done: Iterable[tuple[int, int]] = (),
+        done: Iterable[tuple[int, ...]] = (),
     ) -> Journal:
         """A journal holding ``header`` and the tiles ``done``, written whole, then renamed.
 
@@ -280,7 +284,7 @@ class Journal:
         temporary = temporary_path(path)
         with open(temporary, "wb") as file:
             file.write(_line(json.dumps(header)))
-            file.write(b"".join(_line(f"{row} {col}") for row, col in sorted(done)))
+            file.write(b"".join(_line(_index(index)) for index in sorted(done)))
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -324,8 +328,8 @@ class Journal:
     def _commit(self, tiles: list[Tile]) -> None:
         if not tiles:
             return
-        self._sink.sync([(tile.y, tile.x) for tile in tiles])
-        self._file.write(b"".join(_line(f"{t.index[0]} {t.index[1]}") for t in tiles))
+        self._sink.sync([tile.slices for tile in tiles])
+        self._file.write(b"".join(_line(_index(t.index)) for t in tiles))
         self._file.flush()
         os.fsync(self._file.fileno())
 
@@ -346,7 +350,7 @@ class ResumableRun:
     """
 
     def __init__(
-        self, output: FileOutput, identity: dict[str, Any], resume: bool, tile: tuple[int, int]
+        self, output: FileOutput, identity: dict[str, Any], resume: bool, tile: tuple[int, ...]
     ) -> None:
         self.output = output
         self.identity = identity
@@ -354,7 +358,7 @@ class ResumableRun:
         self.tile = tile
         self.journal_path = output.state_file(JOURNAL)
         self.sink: FileSink | None = None
-        self.done: frozenset[tuple[int, int]] = frozenset()
+        self.done: frozenset[tuple[int, ...]] = frozenset()
         self._lock = OutputLock(str(output.path), output.state_file(LOCK))
         self._journal: Journal | None = None
 

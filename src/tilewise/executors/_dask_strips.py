@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from tilewise._stages import TileJob
-from tilewise.boundary import source_indices
+from tilewise.boundary import modes, source_indices
 from tilewise.grid import Tile
 from tilewise.io import ArraySource
 
@@ -45,7 +45,7 @@ class _ImageInTask:
         self.shape = shape
         self.dtype = dtype
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         raise RuntimeError("an in-memory image's rows come with each task, not with the job")
 
     def close(self) -> None:
@@ -67,21 +67,24 @@ class Rows:
         self.dtype = dtype
         self.pieces = pieces
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
+        rows, *others = window  # the first axis: rows of an image, planes of a volume
         for first, part in self.pieces:
             if first <= rows.start and rows.stop <= first + len(part):
-                return part[rows.start - first : rows.stop - first, cols]
+                window = (slice(rows.start - first, rows.stop - first), *others)
+                return part[window]
         raise RuntimeError(f"rows {rows.start}:{rows.stop} were not sent with this tile")
 
     def close(self) -> None:
         pass
 
 
-def rows_read(tile: Tile, n_rows: int, boundary: str) -> list[tuple[int, int]]:
-    """The image rows ``tile``'s block reads, as (start, stop) runs (two for ``"wrap"``)."""
-    h = tile.halo
-    mode = "nearest" if boundary == "none" else boundary  # "none": the block is inside already
-    rows = source_indices(tile.y.start - h.top, tile.y.stop + h.bottom, n_rows, mode)
+def rows_read(tile: Tile, n_rows: int, boundary: str | tuple[str, ...]) -> list[tuple[int, int]]:
+    """The image rows (first axis) ``tile``'s block reads, as (start, stop) runs (two for wrap)."""
+    (span, *_), ((before, after), *_) = tile.slices, tile.margins
+    mode = modes(boundary, tile.ndim)[0]
+    mode = "nearest" if mode == "none" else mode  # "none": the block is inside already
+    rows = source_indices(span.start - before, span.stop + after, n_rows, mode)
     rows = np.unique(rows[rows >= 0])  # -1: a cval row, read from nowhere
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
     return [(int(run[0]), int(run[-1]) + 1) for run in np.split(rows, breaks)]

@@ -82,13 +82,13 @@ class JobLoaded(NamedTuple):
 
 class TileDone(NamedTuple):
     job_id: int
-    tile_index: tuple[int, int]
+    tile_index: tuple[int, ...]
     core: np.ndarray | None  # only for a job without a sink
 
 
 class TileFailed(NamedTuple):
     job_id: int
-    tile_index: tuple[int, int]
+    tile_index: tuple[int, ...]
     error: bytes  # the pickled TileError
     cause: bytes | None  # the pickled original exception, when it pickles
     traceback: str

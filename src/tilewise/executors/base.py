@@ -78,20 +78,22 @@ class Executor(ABC):
             wave, tiles = tiles[: self._first_wave()], tiles[self._first_wave() :]
             results = list(self._completed(job, wave))
             try:
-                sink = self._create(output, image_shape(job.source), results, job.casting)
+                shape = image_shape(job.source, job.tiled)
+                sink = self._create(output, shape, results, job.casting)
             except ArgumentError as exc:  # a result the output's format cannot store
                 raise tile_error(results[0][0], STORE, exc)  # noqa: B904 - chains the cause
             job = replace(job, sink=sink, output_from_wave=True)
-            yield from _written(sink, results)
+            yield from _written(sink, results, job.tiled)
         assert job.sink is not None
         placed, settle = self._place_sink(job.sink)
-        job = replace(job, sink=placed, trailing=job.sink.shape[2:], output_dtype=job.sink.dtype)
+        trailing = job.sink.shape[job.tiled :]
+        job = replace(job, sink=placed, trailing=trailing, output_dtype=job.sink.dtype)
         yield from (tile for tile, _ in self._completed(job, tiles))
         if settle is not None:
             settle()
 
     def _create(
-        self, output: Output, shape: tuple[int, int], results: list[Completed], casting: Casting
+        self, output: Output, shape: tuple[int, ...], results: list[Completed], casting: Casting
     ) -> Sink:
         """The output: the image's shape, and the first wave's extra dimensions and dtype.
 
@@ -102,10 +104,11 @@ class Executor(ABC):
         """
         (_, core), *others = results
         assert core is not None
+        k = len(shape)
         for tile, other in others:
             assert other is not None
             try:
-                check_extra_dimensions(other, core.shape[2:])
+                check_extra_dimensions(other, core.shape[k:], k)
             except ResultMismatch as mismatch:
                 raise tile_error(tile, CALL, mismatch) from None
         dtype = np.result_type(*(c for _, c in results if c is not None))
@@ -115,7 +118,7 @@ class Executor(ABC):
                 check_cast(result, dtype, casting, from_wave=True)
             except ResultMismatch as mismatch:
                 raise tile_error(tile, CALL, mismatch) from None
-        return output.create(shape + core.shape[2:], dtype, self._allocate)
+        return output.create(shape + core.shape[k:], dtype, self._allocate)
 
     def _first_wave(self) -> int:
         return self.workers
@@ -141,13 +144,13 @@ class Executor(ABC):
         """Stop what runs, and release what the run held."""
 
 
-def _written(sink: Sink, results: list[Completed]) -> Iterator[Tile]:
+def _written(sink: Sink, results: list[Completed], tiled: int) -> Iterator[Tile]:
     """Write the first wave's results, in this process, into the output made from them."""
     for tile, core in results:
         assert core is not None
         try:
-            check_extra_dimensions(core, sink.shape[2:])
-            sink.write(tile.y, tile.x, core)
+            check_extra_dimensions(core, sink.shape[tiled:], tiled)
+            sink.write(tile.slices, core)
         except Exception as exc:
             raise tile_error(tile, WRITE, exc)  # noqa: B904 - tile_error chains the cause
         yield tile
@@ -157,6 +160,6 @@ def copy_back(proxy: np.ndarray, sink: Sink) -> Settle:
     """What writes a copy the workers filled into the caller's own sink, in one window."""
 
     def settle() -> None:
-        sink.write(slice(0, sink.shape[0]), slice(0, sink.shape[1]), proxy)
+        sink.write(tuple(slice(0, n) for n in sink.shape), proxy)
 
     return settle

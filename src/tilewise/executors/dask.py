@@ -178,7 +178,7 @@ def _compute_tiles(
         # them to disk first; but on another machine, only the writer can force
         # its own writes to shared storage (on the client's, they share a page cache).
         try:
-            job.sink.sync([(tile.y, tile.x) for tile in tiles])
+            job.sink.sync([tile.slices for tile in tiles])
         except Exception as exc:
             raise tile_error(tiles[0], WRITE, exc)  # noqa: B904 - tile_error chains the cause
     if job.sink is not None:
@@ -415,7 +415,7 @@ class DaskExecutor(Executor):
                 for tile, core in zip(task.group, cores, strict=True):
                     if here is not None:
                         assert core is not None
-                        here.write(tile.y, tile.x, core)
+                        here.write(tile.slices, core)
                     yield tile, None if here is not None else core
         finally:
             if running:

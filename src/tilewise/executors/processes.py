@@ -221,7 +221,7 @@ class _Run:
         self.retries = retries
         self.timeout = timeout
         self.pending: deque[Tile] = deque()
-        self.deaths: dict[tuple[int, int], list[Death]] = {}
+        self.deaths: dict[tuple[int, ...], list[Death]] = {}
         self.tile_seconds = float("inf")  # a running mean of how long a tile takes
 
     def completed(self, tiles: Sequence[Tile]) -> Generator[Completed, None, None]:

@@ -39,64 +39,69 @@ MAX_CHUNKS_PER_WINDOW = 64
 
 
 def chunk_nbytes(shape: tuple[int, ...], chunks: tuple[int, ...], dtype: np.dtype) -> int:
-    """The bytes of one decoded chunk, with the trailing dimensions whole."""
-    rows = min(chunks[0], shape[0])
-    cols = min(chunks[1], shape[1])
-    return rows * cols * int(np.prod(shape[2:], dtype=np.int64)) * dtype.itemsize
+    """The bytes of one decoded chunk of the axes ``chunks`` sizes, further axes whole."""
+    tiled = math.prod(min(c, n) for c, n in zip(chunks, shape, strict=False))
+    return tiled * math.prod(shape[len(chunks) :]) * dtype.itemsize
 
 
 class ChunkCache:
-    """Reads windows of ``array`` (a zarr array) through a small cache of decoded chunks."""
+    """Reads windows of ``array`` (a zarr array) through a small cache of decoded chunks.
+
+    ``chunks`` are the chunk sizes of the axes a window slices (the tiled
+    axes); a chunk spans the further axes whole.
+    """
 
     def __init__(self, array: Any, chunks: tuple[int, ...]) -> None:
         self.array = array
-        self.chunks = (int(chunks[0]), int(chunks[1]))
+        self.chunks = tuple(int(c) for c in chunks)
         self.chunk_bytes = chunk_nbytes(tuple(array.shape), self.chunks, np.dtype(array.dtype))
-        self._decoded: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self._decoded: OrderedDict[tuple[int, ...], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         spans = [
             range(span.start // size, -(-span.stop // size))
-            for span, size in zip((rows, cols), self.chunks, strict=True)
+            for span, size in zip(window, self.chunks, strict=True)
         ]
-        if len(spans[0]) * len(spans[1]) > MAX_CHUNKS_PER_WINDOW:
-            return np.asarray(self.array[rows, cols])
+        if math.prod(map(len, spans)) > MAX_CHUNKS_PER_WINDOW:
+            return np.asarray(self.array[window])
         out = np.empty(
-            (rows.stop - rows.start, cols.stop - cols.start, *self.array.shape[2:]),
+            (*(span.stop - span.start for span in window), *self.array.shape[len(window) :]),
             self.array.dtype,
         )
-        for i, j in itertools.product(*spans):
-            y0, x0 = i * self.chunks[0], j * self.chunks[1]
-            chunk = self._chunk(i, j)
-            y1, x1 = max(rows.start, y0), max(cols.start, x0)
-            y2 = min(rows.stop, y0 + chunk.shape[0])
-            x2 = min(cols.stop, x0 + chunk.shape[1])
-            out[y1 - rows.start : y2 - rows.start, x1 - cols.start : x2 - cols.start] = chunk[
-                y1 - y0 : y2 - y0, x1 - x0 : x2 - x0
+        for index in itertools.product(*spans):
+            chunk = self._chunk(index)
+            origins = [i * size for i, size in zip(index, self.chunks, strict=True)]
+            overlap = [
+                (max(span.start, origin), min(span.stop, origin + n))
+                for span, origin, n in zip(window, origins, chunk.shape, strict=False)
             ]
+            into = [
+                slice(a - w.start, b - w.start) for (a, b), w in zip(overlap, window, strict=False)
+            ]
+            part = [slice(a - o, b - o) for (a, b), o in zip(overlap, origins, strict=True)]
+            out[tuple(into)] = chunk[tuple(part)]
         return out
 
-    def _chunk(self, i: int, j: int) -> np.ndarray:
+    def _chunk(self, index: tuple[int, ...]) -> np.ndarray:
         with self._lock:
-            chunk = self._decoded.get((i, j))
+            chunk = self._decoded.get(index)
             if chunk is not None:
-                self._decoded.move_to_end((i, j))
+                self._decoded.move_to_end(index)
                 return chunk
         # Decoded outside the lock, so threads decode different chunks at once.
-        ys = slice(i * self.chunks[0], (i + 1) * self.chunks[0])
-        xs = slice(j * self.chunks[1], (j + 1) * self.chunks[1])
-        chunk = np.asarray(self.array[ys, xs])
+        key = tuple(slice(i * n, (i + 1) * n) for i, n in zip(index, self.chunks, strict=True))
+        chunk = np.asarray(self.array[key])
         with self._lock:
-            self._decoded[(i, j)] = chunk
+            self._decoded[index] = chunk
             while len(self._decoded) > 1 and len(self._decoded) * self.chunk_bytes > CACHE_BYTES:
                 self._decoded.popitem(last=False)
         return chunk
 
 
 def strip_width(
-    tile: tuple[int, int],
-    halo: tuple[int, int],
+    tile: tuple[int, ...],
+    halo: tuple[int, ...],
     chunks: tuple[int, ...],
     chunk_bytes: int,
     in_flight: int = 1,
@@ -141,15 +146,17 @@ def in_strips(tiles: Sequence[Tile], width: int | None) -> list[Tile]:
 def in_decode_order(
     tiles: Sequence[Tile],
     source: Source,
-    tile: tuple[int, int],
-    halo: tuple[int, int],
+    tile: tuple[int, ...],
+    halo: tuple[int, ...],
     in_flight: int = 1,
 ) -> list[Tile]:
     """``tiles`` of a chunked ``source`` in strips that decode each chunk about once.
 
-    Tiles of a source read in place (no chunks) keep their order.
+    Tiles of a source read in place (no chunks) keep their order, and so do
+    those of a volume (more than two tiled axes), whose tiles follow its
+    planes.
     """
-    if source.chunks is None or len(source.chunks) < 2:
+    if source.chunks is None or len(source.chunks) < 2 or len(tile) != 2:
         return list(tiles)
     chunks = (source.chunks[0], source.chunks[1])
     size = chunk_nbytes(tuple(source.shape), chunks, source.dtype)

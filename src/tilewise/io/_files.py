@@ -139,10 +139,10 @@ class OutputFile:
     def partial(self) -> Path:
         return partial_path(self.path)
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> FileSink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> FileSink:
         raise NotImplementedError
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> FileSink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> FileSink:
         raise NotImplementedError
 
     def leftovers(self) -> list[Path]:

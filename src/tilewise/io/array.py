@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tilewise.io.base import Allocate
+from tilewise.io.base import Allocate, Window
 
 
 class ArraySource:
@@ -26,8 +26,8 @@ class ArraySource:
     def dtype(self) -> np.dtype:
         return self.array.dtype
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        return self.array[rows, cols]
+    def read(self, *window: slice) -> np.ndarray:
+        return self.array[window]
 
     def close(self) -> None:
         pass  # the caller's own array
@@ -51,8 +51,8 @@ class ArraySink:
     def dtype(self) -> np.dtype:
         return self.array.dtype
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
-        self.array[rows, cols] = data
+    def write(self, window: Window, data: np.ndarray) -> None:
+        self.array[window] = data
 
     def close(self) -> None:
         pass  # the caller's own array

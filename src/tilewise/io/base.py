@@ -15,8 +15,8 @@ import numpy as np
 
 from tilewise.io.urls import StoreUrl
 
-#: A window of the image: (rows, cols).
-Window = tuple[slice, slice]
+#: A window of the image: one slice per tiled axis, (rows, cols) for an image.
+Window = tuple[slice, ...]
 #: Where a file or store is: a local path, or a URL (shown redacted, opened with its options).
 Location = Path | StoreUrl
 #: Makes a new, uninitialised array where an executor's workers can write it.
@@ -53,8 +53,8 @@ class Source(Protocol):
         """How it is stored and read, in words (``tilewise info`` shows it)."""
         ...
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        """The window ``[rows, cols]`` with any trailing dimensions; may be a view."""
+    def read(self, *window: slice) -> np.ndarray:
+        """The window, one slice per tiled axis (rows, cols), further axes whole; may be a view."""
         ...
 
     def close(self) -> None:
@@ -91,8 +91,8 @@ class Sink(Protocol):
         """
         ...
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
-        """Store ``data`` at ``[rows, cols]``; windows of different tiles never overlap."""
+    def write(self, window: Window, data: np.ndarray) -> None:
+        """Store ``data`` at ``window``; windows of different tiles never overlap."""
         ...
 
     def close(self) -> None:
@@ -148,11 +148,11 @@ class FileOutput(Protocol):
         """Remove an interrupted run's partial output, if any."""
         ...
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> FileSink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> FileSink:
         """A new, empty ``partial`` of this shape and dtype, tile-aligned."""
         ...
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> FileSink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> FileSink:
         """The ``partial`` of an interrupted run, checked against its journalled shape."""
         ...
 
@@ -165,6 +165,6 @@ class FileOutput(Protocol):
         ...
 
 
-def image_shape(source: Source) -> tuple[int, int]:
-    """The (rows, cols) of a source, without its trailing dimensions."""
-    return (source.shape[0], source.shape[1])
+def image_shape(source: Source, ndim: int = 2) -> tuple[int, ...]:
+    """The size of a source's ``ndim`` tiled axes, (rows, cols) for an image."""
+    return tuple(source.shape[:ndim])

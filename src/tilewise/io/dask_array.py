@@ -81,13 +81,14 @@ class DaskArraySource(Reopening):
         )
         self._cache: ChunkCache | None = None
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         if self.chunks is None:
-            return _compute(self.array[rows, cols])
+            return _compute(self.array[window])
         cache = self._cache  # one read of the handle: another thread may close it
-        if cache is None:
-            cache = self._cache = ChunkCache(_Computed(self.array, self.chunks), self.chunks)
-        return cache.read(rows, cols)
+        if cache is None or len(cache.chunks) != len(window):
+            chunks = self.chunks[: len(window)]
+            cache = self._cache = ChunkCache(_Computed(self.array, chunks), chunks)
+        return cache.read(*window)
 
 
 def _compute(window: Any) -> np.ndarray:
@@ -109,21 +110,21 @@ class _Computed:
         self.array = array
         self.shape = array.shape
         self.dtype = array.dtype
-        self.chunks = chunks
-        # One chunk across the trailing dimensions: a chunk of rows and columns is one task.
-        self._whole_chunks = all(len(axis) == 1 for axis in array.chunks[2:])
+        self.chunks = chunks  # of the tiled axes
+        # One chunk across the further dimensions: a chunk of the tiled axes is one task.
+        self._whole_chunks = all(len(axis) == 1 for axis in array.chunks[len(chunks) :])
 
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
         index = self._chunk_index(key)
         if index is None:
             return _compute(self.array[key])
         from dask.local import get_sync
 
-        name = (self.array.name, *index, *(0 for _ in self.shape[2:]))
+        name = (self.array.name, *index, *(0 for _ in self.shape[len(index) :]))
         return np.asarray(get_sync(self.array.__dask_graph__().cull({name}), name))
 
-    def _chunk_index(self, key: tuple[slice, slice]) -> tuple[int, int] | None:
-        """The (row, col) of the chunk ``key`` covers exactly, if it does."""
+    def _chunk_index(self, key: tuple[slice, ...]) -> tuple[int, ...] | None:
+        """The index of the chunk ``key`` covers exactly, if it does."""
         if not self._whole_chunks:
             return None
         index = []
@@ -131,7 +132,7 @@ class _Computed:
             if span.start % size or min(span.stop, n) != min(span.start + size, n):
                 return None
             index.append(span.start // size)
-        return (index[0], index[1])
+        return tuple(index)
 
 
 def _check(array: Any) -> None:

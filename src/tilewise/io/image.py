@@ -74,7 +74,7 @@ class ImageSource(Reopening):
             self._array = self._decode()
             self.shape, self.dtype = self._array.shape, self._array.dtype
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._decode()
@@ -84,7 +84,7 @@ class ImageSource(Reopening):
                     f"not the {self.dtype} {self.shape} its header announced"
                 )
             self._array = array
-        return array[rows, cols]
+        return array[window]
 
     def _decode(self) -> np.ndarray:
         with _pillow("reading .png and .jpg files").open(self.path) as image:
@@ -100,11 +100,11 @@ class ImageOutput(OutputFile):
         super().__init__(path)
         self.format = FORMATS[path.suffix.lower()]
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> NpySink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> NpySink:
         self._check_storable(shape, dtype)
         return NpySink.create(self.partial, shape, dtype)
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> NpySink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> NpySink:
         return NpySink.reopen(self.partial, shape, dtype)
 
     def publish(self) -> None:

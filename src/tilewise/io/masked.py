@@ -77,14 +77,14 @@ def check_out(source: Source, out: np.ndarray) -> None:
         )
 
 
-def with_mask(source: Source, result: Any, *, made: bool) -> Any:
+def with_mask(source: Source, result: Any, *, made: bool, tiled: int = 2) -> Any:
     """A masked image's result with the mask (see the module docstring); others as they are.
 
     ``made``: ``result`` is the new array map_tiles made, not the caller's ``out=``.
     """
     if not isinstance(source, MaskedSource) or not isinstance(result, np.ndarray):
         return result  # a plain image, or a zarr array given as out=
-    masked = _spread(source.mask, result.shape)
+    masked = _spread(source.mask, result.shape, tiled)
     if isinstance(result, np.ma.MaskedArray):  # out= a masked array, its data written
         result.mask = _result_mask(masked, result.data)
     elif made:
@@ -102,10 +102,11 @@ def _result_mask(masked: np.ndarray | None, data: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _spread(mask: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+def _spread(mask: np.ndarray | None, shape: tuple[int, ...], tiled: int) -> np.ndarray | None:
     """The image's mask over a result of ``shape``: element by element when the shapes agree,
-    else a pixel masked in any channel masks every value of that pixel (read-only)."""
+    else a pixel (of the ``tiled`` axes) masked in any channel masks every value of that
+    pixel (read-only)."""
     if mask is None or mask.shape == shape:
         return mask
-    pixels = mask.reshape(*mask.shape[:2], -1).any(axis=-1)
-    return np.broadcast_to(pixels.reshape(pixels.shape + (1,) * (len(shape) - 2)), shape)
+    pixels = mask.reshape(*mask.shape[:tiled], -1).any(axis=-1)
+    return np.broadcast_to(pixels.reshape(pixels.shape + (1,) * (len(shape) - tiled)), shape)

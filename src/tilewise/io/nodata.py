@@ -141,8 +141,8 @@ class NodataSource:
     def process_local(self) -> bool:
         return self.inner.process_local
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
-        return as_nan(self.inner.read(rows, cols), self.nodata)
+    def read(self, *window: slice) -> np.ndarray:
+        return as_nan(self.inner.read(*window), self.nodata)
 
     def close(self) -> None:
         self.inner.close()
@@ -183,13 +183,14 @@ class MarkNodata:
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
         result = np.asarray(self.func(block, tile) if self.pass_tile else self.func(block))
         core, image = _cores(result, block, tile)
-        if core.shape[:2] != tile.core_shape:
+        k = tile.ndim
+        if core.shape[:k] != tile.core_shape:
             return result  # a shape the check stage refuses, naming it
         dtype = self.dtype if self.dtype is not None else core.dtype
         value = self.rule.for_output(dtype)
         if value is None:
             return core
-        missing = _expand(np.isnan(image).reshape(*image.shape[:2], -1).any(axis=-1), core.ndim)
+        missing = _expand(np.isnan(image).reshape(*image.shape[:k], -1).any(axis=-1), core.ndim)
         if np.issubdtype(core.dtype, np.inexact):
             missing = missing | np.isnan(core)
         if not missing.any():
@@ -204,12 +205,11 @@ class MarkNodata:
 
 def _cores(result: np.ndarray, block: np.ndarray, tile: Tile) -> tuple[np.ndarray, np.ndarray]:
     """The core tile of ``result`` (block- or core-sized) and of the image's ``block``."""
-    h = tile.halo
-    rows = slice(h.top, h.top + tile.core_shape[0])
-    cols = slice(h.left, h.left + tile.core_shape[1])
-    image = block[rows, cols]
-    if result.ndim >= 2 and result.shape[:2] == tile.block_shape != tile.core_shape:
-        return result[rows, cols], image
+    core = tile.core_in_block
+    image = block[core]
+    k = tile.ndim
+    if result.ndim >= k and result.shape[:k] == tile.block_shape != tile.core_shape:
+        return result[core], image
     return result, image  # core-sized, or a mismatch the check stage names
 
 

@@ -91,11 +91,11 @@ class NpySource(Reopening):
         self.dtype: np.dtype = array.dtype
         self._array: np.memmap | None = None
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._array = _load(self.path, "image")
-        return np.asarray(array[rows, cols])
+        return np.asarray(array[window])
 
 
 class NpySink(Reopening):
@@ -128,11 +128,11 @@ class NpySink(Reopening):
             )
         return cls(path, shape, dtype)
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+    def write(self, window: Window, data: np.ndarray) -> None:
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._array = _load(self.path, "out", mode="r+")
-        array[rows, cols] = data
+        array[window] = data
 
     def sync(self, windows: Sequence[Window]) -> None:
         fsync_file(self.path)
@@ -141,8 +141,8 @@ class NpySink(Reopening):
 class NpyOutput(OutputFile):
     """An output ``.npy`` file."""
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> NpySink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> NpySink:
         return NpySink.create(self.partial, shape, dtype)
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> NpySink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> NpySink:
         return NpySink.reopen(self.partial, shape, dtype)

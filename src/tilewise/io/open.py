@@ -96,9 +96,10 @@ def open_source(image: Any, storage_options: Mapping[str, Any] | None = None) ->
             f"image={short_repr(image)}: must be a numpy array of shape (H, W) or (H, W, C), "
             "a zarr or dask array, or the path of a .npy, .tif, .zarr, .png or .jpg file"
         )
-    if len(source.shape) not in (2, 3) or 0 in source.shape:
+    if len(source.shape) < 2 or 0 in source.shape:
         raise ArgumentError(
-            f"{what} with shape {source.shape}: must be a non-empty (H, W) or (H, W, C) array"
+            f"{what} with shape {source.shape}: must be a non-empty array of 2 or more "
+            "dimensions: (H, W), (H, W, C), or a volume such as (Z, Y, X)"
         )
     if source.dtype.hasobject:
         raise ArgumentError(f"{what} with dtype {source.dtype}: object arrays are not supported")
@@ -179,12 +180,22 @@ def open_output(
     return output_type(path)
 
 
+def check_output_axes(output: FileOutput | None, tile: tuple[int, ...]) -> None:
+    """Refuse a volume's tiles for a file format that holds one 2-D image: before any work."""
+    if len(tile) > 2 and isinstance(output, (TiffOutput, ImageOutput)):
+        raise ArgumentError(
+            f"out={str(output.path)!r}: a {output.path.suffix} file holds one image of rows "
+            f"and columns, but tile={tile} tiles {len(tile)} axes; write the result to a "
+            ".npy or .zarr output"
+        )
+
+
 def georeference_of(source: Source) -> Georeference:
     """Where a GeoTIFF input's pixels are, and its nodata value; nothing for other inputs."""
     return source.georeference if isinstance(source, TiffSource) else NO_GEOREFERENCE
 
 
-def open_sink(out: Any, source: Source, tile: tuple[int, int]) -> Sink:
+def open_sink(out: Any, source: Source, tile: tuple[int, ...]) -> Sink:
     """A checked sink for an in-memory ``out``: a numpy array, or a zarr array."""
     if is_zarr_array(out):
         sink: Sink = ZarrSink(out)
@@ -205,10 +216,11 @@ def open_sink(out: Any, source: Source, tile: tuple[int, int]) -> Sink:
         raise ArgumentTypeError(
             f"out={short_repr(out)}: must be None, a numpy or zarr array, or a file path"
         )
-    if len(sink.shape) < 2 or sink.shape[:2] != source.shape[:2]:
+    k = len(tile)
+    if len(sink.shape) < k or sink.shape[:k] != source.shape[:k]:
+        axes = "first two dimensions" if k == 2 else f"first {k} dimensions (the tiled axes)"
         raise ArgumentError(
-            f"out with shape {sink.shape}: its first two dimensions must be the image's "
-            f"{source.shape[:2]}"
+            f"out with shape {sink.shape}: its {axes} must be the image's {source.shape[:k]}"
         )
     return sink
 

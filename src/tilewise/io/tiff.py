@@ -150,11 +150,15 @@ class TiffSource(Reopening):
         self._cache: ChunkCache | None = None
         self._tif: Any = None  # this process's TiffFile, which every window is read from
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
+        rows, cols, *bands = window  # bands too, when they are tiled
         if isinstance(self.path, StoreUrl):
             where = f"reading from {str(self.path)!r}"
-            return with_retries(lambda: self._read(rows, cols), where)
-        return self._read(rows, cols)
+            pixels = with_retries(lambda: self._read(rows, cols), where)
+        else:
+            pixels = self._read(rows, cols)
+        whole = (slice(None), slice(None), *bands)
+        return pixels[whole] if bands else pixels
 
     def _read(self, rows: slice, cols: slice) -> np.ndarray:
         if self._offset is not None:
@@ -243,7 +247,7 @@ class TiffSink(Reopening):
         shape: tuple[int, ...],
         dtype: np.dtype,
         offset: int,
-        tile: tuple[int, int],
+        tile: tuple[int, ...],
     ) -> None:
         self.path = path
         self.shape = shape
@@ -303,7 +307,8 @@ class TiffSink(Reopening):
             )
         return cls(path, shape, dtype, int(offsets[0]), tile)
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+    def write(self, window: Window, data: np.ndarray) -> None:
+        rows, cols = window
         tiles = self._open()
         th, tw = self._tile
         data = data.reshape(*data.shape[:2], -1)
@@ -384,7 +389,7 @@ class TiffOutput(OutputFile):
         self._extratags: list[ExtraTag] = []
 
     def create(
-        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]
     ) -> TiffSink | EncodedTilesSink:
         check_encodable(self.encoding, self.path, shape, dtype)
         _check_storable(self.path, shape, dtype)
@@ -400,7 +405,7 @@ class TiffOutput(OutputFile):
         return TiffSink.create(self.partial, shape, dtype, extratags)
 
     def reopen(
-        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]
     ) -> TiffSink | EncodedTilesSink:
         self._shape, self._dtype = shape, dtype
         tiff_tile = worker_tiff_tile(self.encoding, shape, tile)

@@ -46,7 +46,7 @@ WORKER_TIFF_TILES = (512, 256)
 
 
 def worker_tiff_tile(
-    encoding: Encoding, shape: tuple[int, ...], tile: tuple[int, int]
+    encoding: Encoding, shape: tuple[int, ...], tile: tuple[int, ...]
 ) -> tuple[int, int] | None:
     """The TIFF tile the workers encode, or None when they cannot.
 
@@ -103,11 +103,12 @@ class EncodedTilesSink(Reopening):
     def tile_file(self, row: int, col: int) -> Path:
         return self.path / f"{row}-{col}"
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+    def write(self, window: Window, data: np.ndarray) -> None:
+        rows, cols = window
         th, tw = self.tiff_tile
         samples = self.shape[2] if len(self.shape) == 3 else 1
         data = data.reshape(*data.shape[:2], samples)
-        for row, col in self._tiles((rows, cols)):
+        for row, col in self._tiles(window):
             y, x = row * th - rows.start, col * tw - cols.start
             part = data[y : y + th, x : x + tw]
             block = np.zeros((th, tw, samples), self.dtype.newbyteorder(BYTEORDER))

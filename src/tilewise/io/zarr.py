@@ -101,17 +101,17 @@ class ZarrSource(Reopening):
         # A store opened by path pickles as the path; a user's array object as itself.
         self._handles = ("_array", "_cache") if path is not None else ("_cache",)
 
-    def read(self, rows: slice, cols: slice) -> np.ndarray:
+    def read(self, *window: slice) -> np.ndarray:
         cache = self._cache  # one read of the handle: another thread may close it
-        if cache is None:
+        if cache is None or len(cache.chunks) != len(window):
             array = self._array
             if array is None:
                 assert self.path is not None
                 array = self._array = _open(self.path, "r", "image")
-            cache = self._cache = ChunkCache(array, self.chunks)
+            cache = self._cache = ChunkCache(array, self.chunks[: len(window)])
         if isinstance(self.path, StoreUrl):
-            return with_retries(lambda: cache.read(rows, cols), f"reading from {str(self.path)!r}")
-        return cache.read(rows, cols)
+            return with_retries(lambda: cache.read(*window), f"reading from {str(self.path)!r}")
+        return cache.read(*window)
 
 
 class ZarrSink(Reopening):
@@ -137,14 +137,14 @@ class ZarrSink(Reopening):
         path: Location,
         shape: tuple[int, ...],
         dtype: np.dtype,
-        tile: tuple[int, int],
+        tile: tuple[int, ...],
         described: Described | None = None,
     ) -> ZarrSink:
         described = described or Described()
         array = _zarr("writing .zarr stores").create_array(
             **_store(path),
             shape=shape,
-            chunks=(*tile, *shape[2:]),
+            chunks=(*tile, *shape[len(tile) :]),
             dtype=dtype,
             overwrite=True,
             attributes=described.attributes,
@@ -160,10 +160,10 @@ class ZarrSink(Reopening):
 
     @classmethod
     def reopen(
-        cls, path: Location, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]
+        cls, path: Location, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]
     ) -> ZarrSink:
         array = _open_output(path)
-        if tuple(array.shape) != shape or array.dtype != dtype or array.chunks[:2] != tile:
+        if tuple(array.shape) != shape or array.dtype != dtype or array.chunks[: len(tile)] != tile:
             raise ArgumentError(
                 f"out: {str(path)!r} holds a {array.dtype} array of shape {array.shape} in "
                 f"chunks {array.chunks}, not the {dtype} {shape} in tiles {tile} the journal "
@@ -177,15 +177,15 @@ class ZarrSink(Reopening):
             raise TypeError("a zarr array in a store of this process only cannot be pickled")
         return super().__getstate__()
 
-    def write(self, rows: slice, cols: slice, data: np.ndarray) -> None:
+    def write(self, window: Window, data: np.ndarray) -> None:
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._array = _open_output(self.path)  # type: ignore[arg-type]
         if isinstance(self.path, StoreUrl):
             where = f"writing to {str(self.path)!r}"
-            with_retries(lambda: array.__setitem__((rows, cols), data), where)
+            with_retries(lambda: array.__setitem__(window, data), where)
         else:
-            array[rows, cols] = data
+            array[window] = data
 
     def sync(self, windows: Sequence[Window]) -> None:
         """fsync the chunk files of these windows, then the folders their renames changed.
@@ -209,26 +209,28 @@ class ZarrSink(Reopening):
     def _keys(self, window: Window) -> Iterator[str]:
         units = self.chunks
         assert units is not None
+        k = len(window)
         ranges = [
             range(span.start // unit, -(-span.stop // unit))
-            for span, unit in zip(window, units[:2], strict=True)
+            for span, unit in zip(window, units[:k], strict=True)
         ]
-        trailing = zip(self.shape[2:], units[2:], strict=True)
+        trailing = zip(self.shape[k:], units[k:], strict=True)
         ranges += [range(-(-n // unit)) for n, unit in trailing]
         for coords in itertools.product(*ranges):
             yield self._array.metadata.encode_chunk_key(coords)
 
 
-def check_tile_aligned(array: Any, tile: tuple[int, int]) -> None:
+def check_tile_aligned(array: Any, tile: tuple[int, ...]) -> None:
     """Refuse an ``out=`` array in which two tiles would write the same chunk."""
     unit = tuple(array.shards or array.chunks)
     kind = "shards" if array.shards else "chunks"
-    for axis, name in enumerate(("rows", "cols")):
+    names = [f"axis {axis}" for axis in range(len(tile) - 2)] + ["rows", "cols"]
+    for axis, name in enumerate(names):
         if tile[axis] % unit[axis] and tile[axis] < array.shape[axis]:
             raise ArgumentError(
                 f"out: zarr {kind} {unit} do not align with tile {tile} ({name}): two tiles "
                 f"would write the same chunk at once and lose data; use a tile that is a "
-                f"multiple of the {kind}, e.g. tile={tuple(unit[:2])}"
+                f"multiple of the {kind}, e.g. tile={tuple(unit[: len(tile)])}"
             )
 
 
@@ -290,11 +292,11 @@ class ZarrOutput(OutputFile):
         self.georeference = georeference
         self.nodata = nodata
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
         described = Described.of(self.georeference, self.nodata, shape, dtype)
         return ZarrSink.create(self.partial, shape, dtype, tile, described)
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
         return ZarrSink.reopen(self.partial, shape, dtype, tile)
 
     def leftovers(self) -> list[Path]:
@@ -349,11 +351,11 @@ class ZarrUrlOutput:
         if fs.exists(root):
             fs.rm(root, recursive=True)
 
-    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+    def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
         described = Described.of(self.georeference, self.nodata, shape, dtype)
         return ZarrSink.create(self.path, shape, dtype, tile, described)
 
-    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, int]) -> ZarrSink:
+    def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
         return ZarrSink.reopen(self.path, shape, dtype, tile)
 
     def leftovers(self) -> list[Path]:
