@@ -475,7 +475,7 @@ def test_every_start_method(start_method: str, image: np.ndarray) -> None:
         np.testing.assert_allclose(result, reference(image, boundary), rtol=1e-6, atol=1e-4)
 
 
-@pytest.mark.parametrize("define", ["def f(z): return z", "def f(z, y, x, w): return z[y, x]"])
+@pytest.mark.parametrize("define", ["def f(z): return z", "def f(v, t, z, y, x): return v[z, y]"])
 def test_a_kernel_of_the_wrong_signature_is_named_when_decorated(define: str) -> None:
     namespace: dict[str, object] = {}
     exec(define, namespace)

@@ -476,10 +476,94 @@ def test_a_tif_output_of_a_volume_is_refused_before_any_tile(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_pixelwise_kernel_refuses_a_volume_tiling() -> None:
+def test_an_image_kernel_refuses_a_volume_tiling() -> None:
     @tilewise.pixelwise(radius=1, compile=False)
-    def mean(v: Any, y: int, x: int) -> float:
-        return v[y, x]
+    def mean(z: Any, y: int, x: int) -> float:
+        return z[y, x]
 
-    with pytest.raises(tilewise.ArgumentError, match=r"tile=\(2, 4, 4\).*pixelwise kernel"):
+    with pytest.raises(tilewise.ArgumentError, match=r"tile=\(2, 4, 4\).*takes 2 indices"):
         tilewise.map_tiles(mean, volume((4, 8, 8)), tile=(2, 4, 4), backend="serial")
+
+
+# --- volume kernels: pixelwise with one index per tiled axis --------------------------------
+
+
+@tilewise.pixelwise(radius=1, dtype=np.float32)
+def mean27(v: Any, z: int, y: int, x: int) -> float:
+    """The 3x3x3 mean, summed plane by plane, row by row: the reference's order."""
+    total = 0.0
+    for dz in range(-1, 2):
+        for dy in range(-1, 2):
+            for dx in range(-1, 2):
+                total += v[z + dz, y + dy, x + dx]
+    return total / 27
+
+
+def mean27_reference(image: np.ndarray, mode: str) -> np.ndarray:
+    """numpy on the whole volume: the 27 shifted views, added in the kernel's order."""
+    padded = padded_like_numpy(image.astype(np.float64), [(1, 1)] * 3, (mode,) * 3, 0.0)
+    total = np.zeros(image.shape)
+    depth, rows, cols = image.shape
+    for dz in range(3):
+        for dy in range(3):
+            for dx in range(3):
+                total += padded[dz : dz + depth, dy : dy + rows, dx : dx + cols]
+    return (total / 27).astype(np.float32)
+
+
+def test_a_volume_kernel_equals_its_whole_volume_reference_on_every_backend(
+    backend: str, backend_options: dict[str, Any]
+) -> None:
+    image = volume((9, 13, 11), "float32", seed=12)
+    expected = mean27_reference(image, "reflect")
+    np.testing.assert_array_equal(mean27(image), expected)
+    tiled = tilewise.map_tiles(mean27, image, tile=(4, 5, 6), **backend_options)
+    np.testing.assert_array_equal(tiled, expected)
+    # An int tile is the size along each of the kernel's three axes.
+    np.testing.assert_array_equal(
+        tilewise.map_tiles(mean27, image, tile=4, boundary="wrap", **backend_options),
+        mean27_reference(image, "wrap"),
+    )
+
+
+def test_a_volume_kernel_with_a_radius_per_axis_and_two_outputs() -> None:
+    @tilewise.pixelwise(radius=(1, 2, 2), outputs=2, dtype=np.float64, boundary="nearest")
+    def gradients(v: Any, z: int, y: int, x: int) -> tuple[float, float]:
+        return (v[z + 1, y, x] - v[z - 1, y, x]) / 2, (v[z, y + 2, x] - v[z, y - 2, x]) / 4
+
+    image = volume((6, 12, 10), seed=13)
+    padded = np.pad(image, [(1, 1), (2, 2), (2, 2)], mode="edge")
+    inner = padded[1:-1, 2:-2, 2:-2]
+    expected = np.stack(
+        [
+            (padded[2:, 2:-2, 2:-2] - padded[:-2, 2:-2, 2:-2]) / 2,
+            (padded[1:-1, 4:, 2:-2] - padded[1:-1, :-4, 2:-2]) / 4,
+        ],
+        axis=-1,
+    )
+    assert inner.shape == image.shape
+    np.testing.assert_array_equal(gradients(image), expected)
+    tiled = tilewise.map_tiles(gradients, image, tile=(2, 5, 4), boundary="nearest")
+    np.testing.assert_array_equal(tiled, expected)
+
+
+def test_a_volume_kernel_that_reads_beyond_its_radius_is_named_with_the_axis() -> None:
+    @tilewise.pixelwise(radius=(1, 3, 3))
+    def too_deep(v: Any, z: int, y: int, x: int) -> float:
+        return v[z + 2, y, x]
+
+    with pytest.raises(tilewise.ArgumentError, match=r"reads v at z\+2 on axis 0 \(z\)") as caught:
+        too_deep(volume((5, 6, 7)))
+    assert "beyond its radius=(1, 3, 3): declare radius=(2, 3, 3)" in str(caught.value)
+
+
+def test_a_volume_kernel_as_a_python_loop_equals_the_compiled_one() -> None:
+    loop = tilewise.pixelwise(radius=1, dtype=np.float32, compile=False)(mean27.func)
+    # float64: Python adds float32 values in float32 (NEP 50), numba in float64.
+    image = volume((4, 5, 6), "float64", seed=14)
+    np.testing.assert_array_equal(loop(image), mean27(image))
+
+
+def test_a_volume_kernel_refuses_an_image_tiling() -> None:
+    with pytest.raises(tilewise.ArgumentError, match=r"tile=\(4, 4\).*takes 3 indices"):
+        tilewise.map_tiles(mean27, volume((4, 8, 8)), tile=(4, 4), backend="serial")

@@ -29,11 +29,13 @@ from tilewise.io import (
     open_sink,
     open_source,
 )
+from tilewise.io.axes import order as axes_order
 from tilewise.io.base import image_shape
 from tilewise.io.geo import NO_GEOREFERENCE
 from tilewise.io.masked import with_mask
 from tilewise.io.nodata import FROM_INPUT, MarkNodata, nodata_rule, with_nodata
-from tilewise.io.open import check_output_axes, georeference_of, short_repr
+from tilewise.io.open import axes_of, check_output_axes, georeference_of, short_repr
+from tilewise.io.reordered import reordered
 from tilewise.io.tiff_encode import make_encoding
 from tilewise.io.urls import StoreUrl, check_reachable, check_storage_options
 from tilewise.io.xarray import is_data_array, labelled
@@ -47,6 +49,7 @@ def map_tiles(
     tile: int | tuple[int, ...] = 512,
     halo: int | tuple[int, ...] | None = None,
     boundary: str | tuple[str, ...] = "reflect",
+    axes: str | tuple[str, ...] | None = None,
     cval: float = 0.0,
     dtype: DTypeLike | None = None,
     casting: str = "same_kind",
@@ -119,6 +122,13 @@ def map_tiles(
         ``scipy.ndimage``'s modes, along every tiled axis or one mode per
         tiled axis (``("wrap", "reflect", "reflect")``); ``"none"`` gives
         edge tiles only the context that exists.
+    axes : str or tuple of str, optional
+        The axes to tile, by name, in order: ``"zyx"`` tiles z, y and x of a
+        (T, Z, C, Y, X) OME-TIFF and passes t and c whole, after them (each
+        block is (Z, Y, X, T, C)). For files that name their axes: TIFF
+        stacks (``"yx"`` for a plain TIFF), Zarr arrays with
+        ``dimension_names``. An int ``tile`` is then the size along each.
+        An ``.ome.tif`` output holds the result in the image's own order.
     cval : float
         The fill value for ``boundary="constant"``.
     dtype : dtype, optional
@@ -278,12 +288,21 @@ def map_tiles(
     source = open_source(image, storage_options)
     encoding = make_encoding(compression, level, cog, overview_resampling)
     georeference = georeference_of(source)
+    image_axes, order = axes_of(source), None
+    if axes is not None:  # the axes named are tiled, in that order; the others follow
+        order = axes_order(axes, image_axes.names, tuple(source.shape))
+        tile = _tile_for_axes(tile, axes)
+        if georeference.georeferenced and order[:2] != (0, 1):
+            raise ArgumentError(f"axes={axes!r}: would move the rows and columns of a GeoTIFF")
+        source, image_axes = reordered(source, order), image_axes.reordered(order)
     rule = nodata_rule(nodata, out_nodata, source.dtype, georeference.nodata)
     if rule is not None:
         source = with_nodata(source, rule.nodata)
     kernel = func if isinstance(func, TileKernel) else None
-    if halo is None:
+    if halo is None:  # a kernel's radius; one int for all axes, whatever the tile says
         halo = 0 if kernel is None else kernel.radius
+    if kernel is not None and check.is_int(tile):  # as many tiled axes as the kernel has indices
+        tile = (tile,) * kernel.ndim
     plan = make_plan(
         tile=tile,
         halo=halo,
@@ -313,7 +332,7 @@ def map_tiles(
         plan = replace(plan, pass_tile=True)
     carried = georeference if check.flag("metadata", metadata) else NO_GEOREFERENCE
     output = (
-        open_output(out, encoding, carried, rule, plan.dtype, storage_options)
+        open_output(out, encoding, carried, rule, plan.dtype, storage_options, image_axes, order)
         if is_path(out)
         else None
     )
@@ -358,6 +377,17 @@ def map_tiles(
         # A resumed run's output is there already; a new one is made from the first wave.
         _run(replace(job, sink=run.sink), tiles, run, plan, record=run.tile_done)
     return out if isinstance(output.path, StoreUrl) else output.path
+
+
+def _tile_for_axes(tile: Any, axes: Any) -> Any:
+    """``tile`` for the axes ``axes=`` names: an int is the size along each."""
+    if check.is_int(tile):
+        return (tile,) * len(axes)
+    if isinstance(tile, (tuple, list)) and len(tile) != len(axes):
+        raise ArgumentError(
+            f"tile={tile!r}: {len(tile)} sizes, but axes={axes!r} names {len(axes)} axes to tile"
+        )
+    return tile
 
 
 def _check_dtype_fits(dtype: np.dtype, out_dtype: np.dtype, casting: Casting) -> None:

@@ -2,9 +2,11 @@
 
 The loop is a closure over the jitted scalar function, made once per kernel
 and compiled once per image dtype and number of dimensions; numba inlines the
-scalar function into it. The compiled loop releases the GIL, so the threads
-backend runs tiles truly in parallel, and it is cached on disk where numba
-can cache it, so the next process loads it instead of compiling again.
+scalar function into it. An image kernel ``f(z, y, x)`` loops over rows and
+columns, a volume kernel ``f(v, z, y, x)`` over planes too. The compiled
+loop releases the GIL, so the threads backend runs tiles truly in parallel,
+and it is cached on disk where numba can cache it, so the next process loads
+it instead of compiling again.
 
 Importing this module imports numba: :mod:`tilewise._pixelwise` imports it
 only when a kernel is first compiled.
@@ -28,9 +30,10 @@ from numba.extending import intrinsic, overload
 from tilewise.errors import ArgumentError
 
 #: ``loop(block, out, y0, x0)`` sets ``out[i, j] = func(block, y0 + i, x0 + j)``
-#: for every pixel (i, j) of ``out``. ``block`` must be C-contiguous, with at
-#: least ``radius`` pixels of context around the pixels of ``out``.
-Loop = Callable[[np.ndarray, np.ndarray, int, int], None]
+#: for every pixel (i, j) of ``out`` (``loop(block, out, z0, y0, x0)`` for a
+#: volume's voxels). ``block`` must be C-contiguous, with at least ``radius``
+#: pixels of context around the pixels of ``out``.
+Loop = Callable[..., None]
 
 # Division by zero gives inf or nan as in numpy, instead of a ZeroDivisionError
 # check on every division; image code expects the former.
@@ -71,6 +74,37 @@ def _store(out, i, j, value, outputs):
     return store_tuple
 
 
+def store_voxel(out: np.ndarray, h: int, i: int, j: int, value: Any, outputs: int) -> None:
+    """Store one voxel's value (``outputs == 1``) or values; replaced by the overload below."""
+    out[h, i, j] = value
+
+
+@overload(store_voxel, prefer_literal=True)
+def _store_voxel(out, h, i, j, value, outputs):
+    # As _store, one index more.
+    if not isinstance(outputs, types.IntegerLiteral):
+        return None
+    count = outputs.literal_value
+    if count == 1:
+
+        def store_one(out, h, i, j, value, outputs):
+            out[h, i, j] = value
+
+        return store_one
+    if not (isinstance(value, types.BaseTuple) and len(value) == count):
+        raise TypingError(
+            f"the function returns {value}, but outputs={count} needs a {count}-tuple"
+        )
+
+    def store_tuple(out, h, i, j, value, outputs):
+        channel = 0
+        for item in numba.literal_unroll(value):
+            out[h, i, j, channel] = item
+            channel += 1  # noqa: SIM113 - numba cannot enumerate a literal_unroll
+
+    return store_tuple
+
+
 @intrinsic
 def assume_at_least(typingctx, value, minimum):
     """Promise the compiler that ``value >= minimum`` (``llvm.assume``); compiled code only."""
@@ -86,7 +120,11 @@ def assume_at_least(typingctx, value, minimum):
     return types.none(value, minimum), codegen
 
 
-def _loop_function(scalar: Any, outputs: int, radius: int) -> Callable[..., None]:
+def _loop_function(scalar: Any, outputs: int, radius: tuple[int, ...]) -> Callable[..., None]:
+    if len(radius) == 3:
+        return _volume_loop_function(scalar, outputs, radius)
+    ry, rx = radius
+
     def loop(block, out, y0, x0):
         for i in range(out.shape[0]):
             for j in range(out.shape[1]):
@@ -97,9 +135,30 @@ def _loop_function(scalar: Any, outputs: int, radius: int) -> Callable[..., None
                 # never negative. Saying so lets the compiler drop numba's
                 # negative-index wraparound branch from every read of the
                 # block: a 3x3 kernel runs about 1.6x faster.
-                assume_at_least(y, radius)
-                assume_at_least(x, radius)
+                assume_at_least(y, ry)
+                assume_at_least(x, rx)
                 store(out, i, j, scalar(block, y, x), outputs)
+
+    return loop
+
+
+def _volume_loop_function(
+    scalar: Any, outputs: int, radius: tuple[int, ...]
+) -> Callable[..., None]:
+    """The loop of a volume kernel: over planes, rows and columns."""
+    rz, ry, rx = radius
+
+    def loop(block, out, z0, y0, x0):
+        for h in range(out.shape[0]):
+            for i in range(out.shape[1]):
+                for j in range(out.shape[2]):
+                    z = z0 + h
+                    y = y0 + i
+                    x = x0 + j
+                    assume_at_least(z, rz)  # as in the image loop
+                    assume_at_least(y, ry)
+                    assume_at_least(x, rx)
+                    store_voxel(out, h, i, j, scalar(block, z, y, x), outputs)
 
     return loop
 
@@ -107,10 +166,9 @@ def _loop_function(scalar: Any, outputs: int, radius: int) -> Callable[..., None
 def python_loop(func: Callable[..., Any]) -> Loop:
     """The same loop in plain Python: for ``compile=False``."""
 
-    def loop(block: np.ndarray, out: np.ndarray, y0: int, x0: int) -> None:
-        for i in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                out[i, j] = func(block, y0 + i, x0 + j)
+    def loop(block: np.ndarray, out: np.ndarray, *origin: int) -> None:
+        for index in np.ndindex(out.shape[: len(origin)]):
+            out[index] = func(block, *(o + i for o, i in zip(origin, index, strict=True)))
 
     return loop
 
@@ -119,11 +177,17 @@ class Compiler:
     """Compiles one kernel's loop for each (image dtype, ndim) it is asked for."""
 
     def __init__(
-        self, func: Callable[..., Any], *, radius: int, outputs: int, out_dtype: np.dtype
+        self,
+        func: Callable[..., Any],
+        *,
+        radius: tuple[int, ...],
+        outputs: int,
+        out_dtype: np.dtype,
     ) -> None:
         self.func = func
         self.outputs = outputs
         self.out_dtype = out_dtype
+        self.tiled = len(radius)  # one index per tiled axis: (y, x), or (z, y, x)
         self.scalar = numba.njit(**_OPTIONS)(func)
         _stable_uuid(self.scalar, func)
         self.loop_function = _loop_function(self.scalar, outputs, radius)
@@ -155,12 +219,13 @@ class Compiler:
 
     def _signature(self, image_dtype: np.dtype, ndim: int) -> tuple[Any, ...]:
         block = types.Array(numba.from_dtype(image_dtype), ndim, "C", readonly=True)
-        out = types.Array(numba.from_dtype(self.out_dtype), 2 if self.outputs == 1 else 3, "C")
-        return (block, out, types.int64, types.int64)
+        out_ndim = self.tiled if self.outputs == 1 else self.tiled + 1
+        out = types.Array(numba.from_dtype(self.out_dtype), out_ndim, "C")
+        return (block, out, *(types.int64,) * self.tiled)
 
     def _reason(self, signature: tuple[Any, ...], exc: NumbaError) -> str:
         """numba's complaint about the user's function itself, when it has one."""
-        args = (signature[0], types.int64, types.int64)
+        args = (signature[0], *(types.int64,) * self.tiled)
         try:
             self.scalar.compile(args)
         except NumbaError as scalar_exc:

@@ -25,8 +25,12 @@ class TileKernel(Protocol):
 
     #: The Python function the kernel was made from: what a resumed run must share.
     func: Callable[..., Any]
-    #: How far from a pixel the kernel reads: the halo it needs at least.
-    radius: int
+    #: How far from a pixel the kernel reads, as declared: one int, or one per axis.
+    radius: int | tuple[int, ...]
+    #: The axes it tiles: one index per axis in its function (2, or 3 for a volume).
+    ndim: int
+    #: How far it reads along each of them: the halo it needs at least.
+    reach: tuple[int, ...]
 
     @property
     def default_backend(self) -> str: ...

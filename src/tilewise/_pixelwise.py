@@ -1,7 +1,9 @@
 """``@tilewise.pixelwise``: a per-pixel Python function, compiled, run over whole arrays or tiles.
 
 A pixelwise kernel is a scalar function ``f(z, y, x)`` of a block ``z`` and
-one pixel ``(y, x)`` in it, which may read ``z`` up to ``radius`` pixels away.
+one pixel ``(y, x)`` in it, which may read ``z`` up to ``radius`` pixels away;
+or, of a volume, ``f(v, z, y, x)``: one index per tiled axis, as many as the
+function takes after the block.
 tilewise writes the loop over the pixels, compiles it with numba (see
 :mod:`tilewise._codegen`) and runs it over tiles like any other function.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 import threading
 from collections.abc import Callable
@@ -47,7 +50,7 @@ PADDING_BOUNDARIES: tuple[str, ...] = tuple(b for b in BOUNDARIES if b != "none"
 
 def pixelwise(
     *,
-    radius: int,
+    radius: int | tuple[int, ...],
     dtype: DTypeLike = np.float64,
     outputs: int = 1,
     boundary: str = "reflect",
@@ -62,10 +65,16 @@ def pixelwise(
     within ``radius`` of ``(y, x)``. tilewise loops over the pixels in
     compiled code and runs tiles in parallel; ``f`` itself stays plain Python.
 
+    A function of four arguments, ``f(v, z, y, x)``, is a volume kernel: ``v``
+    is a block of a (Z, Y, X) volume (or (Z, Y, X, C)), ``(z, y, x)`` a voxel
+    in it, and :func:`~tilewise.map_tiles` tiles the volume's three axes (an
+    int ``tile`` is the size along each).
+
     Parameters
     ----------
-    radius : int
-        How far from ``(y, x)`` the function reads, along each axis. On first
+    radius : int or tuple of int
+        How far from ``(y, x)`` the function reads, along each axis, or one
+        per axis (``(1, 2, 2)`` for a volume kernel). On first
         use for each image dtype, the function is called once as plain Python
         at one pixel of a small block that checks every read: reading further
         than ``radius`` is an ArgumentError naming the axis. That check cannot
@@ -77,7 +86,8 @@ def pixelwise(
         The output's dtype; values are cast to it.
     outputs : int
         Values per pixel. With more than one the function returns a tuple of
-        that many numbers and the result has shape (H, W, outputs).
+        that many numbers and the result has shape (H, W, outputs) (a
+        volume's: (Z, Y, X, outputs)).
     boundary : {"reflect", "mirror", "nearest", "wrap", "constant"}
         How calling the kernel on a whole image pads it, with
         ``scipy.ndimage``'s mode semantics. :func:`~tilewise.map_tiles`
@@ -129,7 +139,7 @@ def pixelwise(
     array([[[0.5, 2. ],
             [1. , 4. ]]])
     """
-    radius = check.integer("radius", radius, 0)
+    radius = _radius(radius)
     out_dtype = check.dtype_or_none(dtype)
     outputs = check.integer("outputs", outputs, 1)
     boundary = check.choice("boundary", boundary, PADDING_BOUNDARIES)
@@ -139,7 +149,12 @@ def pixelwise(
     def decorate(func: Callable[..., Any]) -> Pixelwise:
         if not callable(func):
             raise ArgumentTypeError(f"pixelwise decorates a function f(z, y, x), not {func!r}")
-        _check_signature(func)
+        tiled = _check_signature(func, radius)
+        if isinstance(radius, tuple) and len(radius) != tiled:
+            raise ArgumentError(
+                f"radius={radius}: {len(radius)} values, but pixelwise kernel "
+                f"{getattr(func, '__qualname__', func)!r} takes {tiled} indices"
+            )
         return Pixelwise(
             func,
             radius=radius,
@@ -153,24 +168,38 @@ def pixelwise(
     return decorate
 
 
-def _check_signature(func: Callable[..., Any]) -> None:
-    """Refuse a function that cannot be called as f(z, y, x), before any tile runs.
+def _radius(value: Any) -> int | tuple[int, ...]:
+    """``radius=``: an int, or one per tiled axis (two or three)."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (2, 3):
+            raise ArgumentError(f"radius={value!r}: one int, or one per axis (2 or 3)")
+        return tuple(check.integer("radius", r, 0) for r in value)
+    return check.integer("radius", value, 0)
 
-    A builtin, whose signature Python cannot tell, is left to numba's compile step.
+
+def _check_signature(func: Callable[..., Any], radius: int | tuple[int, ...]) -> int:
+    """The kernel's tiled axes: 2 for f(z, y, x), 3 for f(v, z, y, x); refused otherwise.
+
+    A builtin, whose signature Python cannot tell, is left to numba's compile
+    step, as an image kernel unless ``radius`` has three values.
     """
     try:
         signature = inspect.signature(func)
     except (TypeError, ValueError):
-        return
-    try:
-        signature.bind(None, 0, 0)
-    except TypeError:
-        name = getattr(func, "__qualname__", repr(func))
-        shown = signature.replace(return_annotation=inspect.Signature.empty)
-        raise ArgumentError(
-            f"pixelwise kernel {name!r} takes {shown}, expected "
-            f"{getattr(func, '__name__', 'f')}(z, y, x): the block and one pixel's row and column"
-        ) from None
+        return len(radius) if isinstance(radius, tuple) else 2
+    for tiled in (2, 3):
+        try:
+            signature.bind(None, *(0,) * tiled)
+        except TypeError:
+            continue
+        return tiled
+    name = getattr(func, "__qualname__", repr(func))
+    shown = signature.replace(return_annotation=inspect.Signature.empty)
+    called = getattr(func, "__name__", "f")
+    raise ArgumentError(
+        f"pixelwise kernel {name!r} takes {shown}, expected {called}(z, y, x): the block and "
+        f"one pixel's row and column, or {called}(v, z, y, x) for a volume's voxel"
+    )
 
 
 class Pixelwise:
@@ -187,7 +216,7 @@ class Pixelwise:
         self,
         func: Callable[..., Any],
         *,
-        radius: int,
+        radius: int | tuple[int, ...],
         dtype: np.dtype,
         outputs: int,
         boundary: str,
@@ -196,6 +225,10 @@ class Pixelwise:
     ) -> None:
         self.func = func
         self.radius = radius
+        #: The tiled axes the function indexes: 2 for f(z, y, x), 3 for f(v, z, y, x).
+        self.ndim = _check_signature(func, radius)
+        #: How far it reads along each of them.
+        self.reach: tuple[int, ...] = radius if isinstance(radius, tuple) else (radius,) * self.ndim
         self.dtype = dtype
         self.outputs = outputs
         self.boundary = boundary
@@ -225,12 +258,13 @@ class Pixelwise:
     ) -> np.ndarray:
         """The kernel at every pixel of ``image``, padded per ``boundary``.
 
-        ``image`` is an (H, W) or (H, W, C) array, or anything else
-        :func:`~tilewise.map_tiles` reads. The result is (H, W), or
-        (H, W, outputs). It runs through map_tiles on threads, in row
-        strips: each strip's compiled loop releases the GIL, so strips run
-        in parallel, and writes straight into the result. A kernel with
-        ``compile=False`` holds the GIL and runs on one thread.
+        ``image`` is an (H, W) or (H, W, C) array (a volume kernel's: (Z, Y,
+        X) or (Z, Y, X, C)), or anything else :func:`~tilewise.map_tiles`
+        reads. The result is (H, W), or (H, W, outputs). It runs through
+        map_tiles on threads, in strips of rows (slabs of planes): each
+        strip's compiled loop releases the GIL, so strips run in parallel,
+        and writes straight into the result. A kernel with ``compile=False``
+        holds the GIL and runs on one thread.
         """
         settings: dict[str, Any] = {
             "boundary": self.boundary,
@@ -239,19 +273,20 @@ class Pixelwise:
             "backend": "threads" if self.compile else "serial",
             "progress": progress,
         }
-        in_memory = isinstance(image, np.ndarray) and image.ndim in (2, 3) and image.size
+        k = self.ndim
+        in_memory = isinstance(image, np.ndarray) and image.ndim in (k, k + 1) and image.size
         if not in_memory or image.dtype.hasobject or not _is_count(workers):
             return map_tiles(self, image, **settings)  # files; and its checks, its errors
         self.loop_for(image.dtype, image.shape)  # reach and compile errors before any strip runs
-        out = np.empty(self._out_shape(image.shape[:2]), self.dtype)
-        rows, cols = image.shape[:2]
+        out = np.empty(self._out_shape(image.shape[:k]), self.dtype)
+        rows, *across = image.shape[:k]  # rows of an image, planes of a volume
         strips = STRIPS_PER_WORKER * (available_cpus() if workers is None else workers)
-        strip = (max(-(-STRIP_PIXELS // cols), -(-rows // strips)), cols)
+        strip = (max(-(-STRIP_PIXELS // math.prod(across)), -(-rows // strips)), *across)
         return map_tiles(
             _IntoArray(self, out),
             image,
             tile=strip,
-            halo=self.radius,
+            halo=self.reach,
             pass_tile=True,
             out=out,
             **settings,
@@ -282,23 +317,26 @@ class Pixelwise:
         kernel numba cannot compile an error of the call rather than of its
         first tile, and fills numba's disk cache for worker processes.
         """
-        name, r = self.__qualname__, self.radius
+        name, r, k = self.__qualname__, self.radius, self.ndim
         if plan.pass_tile:
             raise ArgumentError(
-                f"pass_tile=True: pixelwise kernel {name!r} is called per pixel as f(z, y, x) "
-                "and takes no tile; leave pass_tile out"
+                f"pass_tile=True: pixelwise kernel {name!r} is called per pixel with its "
+                "indices and takes no tile; leave pass_tile out"
             )
-        if min(plan.halo) < r:
+        if len(plan.tile) != k or len(shape) not in (k, k + 1):
+            what = (
+                "an image, (H, W) or (H, W, C)" if k == 2 else "a volume, (Z, Y, X) or (Z, Y, X, C)"
+            )
+            raise ArgumentError(
+                f"tile={plan.tile}: pixelwise kernel {name!r} takes {k} indices and runs over "
+                f"{what}, its {k} axes tiled; this image has shape {shape}"
+            )
+        if any(h < reach for h, reach in zip(plan.halo, self.reach, strict=True)):
             raise ArgumentError(
                 f"halo={plan.halo}: pixelwise kernel {name!r} reads up to radius={r} pixels "
                 f"away, so the halo must be at least {r} on each axis (leave halo out to get it)"
             )
-        if len(plan.tile) != 2 or len(shape) > 3:
-            raise ArgumentError(
-                f"tile={plan.tile}: pixelwise kernel {name!r} runs over images, (H, W) or "
-                f"(H, W, C), tiled by rows and columns; this image has shape {shape}"
-            )
-        if "none" in modes(plan.boundary, len(plan.tile)) and r > 0:
+        if "none" in modes(plan.boundary, k) and max(self.reach) > 0:
             raise ArgumentError(
                 f"boundary='none': pixelwise kernel {name!r} reads {r} pixels around every "
                 "pixel, at the image's edges too; choose a boundary that pads, such as 'reflect'"
@@ -319,8 +357,8 @@ class Pixelwise:
             with self._lock:
                 loop = self._loops.get(key)
                 if loop is None:
-                    channels = shape[2] if len(shape) == 3 else None
-                    check_reach(self.func, self.__qualname__, self.radius, key[0], channels)
+                    channels = shape[self.ndim] if len(shape) == self.ndim + 1 else None
+                    check_reach(self.func, self.__qualname__, self.reach, key[0], channels)
                     loop = self._build_loop(*key)
                     self._loops[key] = loop
         return loop
@@ -335,20 +373,24 @@ class Pixelwise:
 
         if self._compiler is None:
             self._compiler = Compiler(
-                self.func, radius=self.radius, outputs=self.outputs, out_dtype=self.dtype
+                self.func, radius=self.reach, outputs=self.outputs, out_dtype=self.dtype
             )
         return self._compiler.compile(image_dtype, ndim)
 
-    def compute(self, block: np.ndarray, origin: tuple[int, int], shape: tuple[int, int]) -> Any:
+    def compute(
+        self, block: np.ndarray, origin: tuple[int, ...], shape: tuple[int, ...]
+    ) -> np.ndarray:
         """The kernel at the pixels of ``block`` from ``origin`` (row, col), ``shape`` of them."""
         out = np.empty(self._out_shape(shape), self.dtype)
         self.compute_into(block, origin, out)
         return out
 
-    def compute_into(self, block: np.ndarray, origin: tuple[int, int], out: np.ndarray) -> None:
+    def compute_into(self, block: np.ndarray, origin: tuple[int, ...], out: np.ndarray) -> None:
         """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype."""
-        beyond = (origin[0] + out.shape[0], origin[1] + out.shape[1])
-        if min(origin) < self.radius or min(np.subtract(block.shape[:2], beyond)) < self.radius:
+        k = self.ndim
+        beyond = tuple(o + n for o, n in zip(origin, out.shape[:k], strict=True))
+        after = np.subtract(block.shape[:k], beyond)
+        if (np.subtract(origin, self.reach) < 0).any() or (after < self.reach).any():
             # The compiled loop reads without checking: never let it past the block.
             raise ValueError(
                 f"pixels {origin} to {beyond} of a block of shape {block.shape} lack the "
@@ -358,7 +400,7 @@ class Pixelwise:
         # One compiled layout: C. A copy of an interior tile's strided view
         # costs less than the loop loses when the compiler cannot vectorise
         # loads of unknown stride, and it keeps compiling to once per dtype.
-        loop(np.ascontiguousarray(block), out, origin[0], origin[1])
+        loop(np.ascontiguousarray(block), out, *origin)
 
     def _out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(shape) if self.outputs == 1 else (*shape, self.outputs)
@@ -371,10 +413,8 @@ class PixelwiseTiles:
     kernel: Pixelwise
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
-        origin = (tile.halo.top, tile.halo.left)
-        rows, cols = tile.core_shape  # an image's: for_tiles refused volumes
-        result: np.ndarray = self.kernel.compute(block, origin, (rows, cols))
-        return result
+        origin = tuple(before for before, _ in tile.margins)
+        return self.kernel.compute(block, origin, tile.core_shape)
 
 
 @dataclass(frozen=True)
@@ -390,8 +430,9 @@ class _IntoArray:
     out: np.ndarray
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
-        window = self.out[tile.y, tile.x]  # full rows: C-contiguous
-        self.kernel.compute_into(block, (tile.halo.top, tile.halo.left), window)
+        window = self.out[tile.slices]  # full rows (or planes): C-contiguous
+        origin = tuple(before for before, _ in tile.margins)
+        self.kernel.compute_into(block, origin, window)
         return window
 
 

@@ -17,6 +17,7 @@ Python on this block (one written for numba alone) is not checked.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 import warnings
 from collections.abc import Callable
@@ -26,7 +27,9 @@ import numpy as np
 
 from tilewise.errors import ArgumentError
 
-AXIS_NAMES = ("y", "x")
+#: What messages call a kernel's block and indices when its signature does not say.
+IMAGE_NAMES = ("z", "y", "x")
+VOLUME_NAMES = ("v", "z", "y", "x")
 
 
 class Reach(NamedTuple):
@@ -84,43 +87,63 @@ class WatchedBlock(np.ndarray):
 def check_reach(
     func: Callable[..., Any],
     name: str,
-    radius: int,
+    radius: tuple[int, ...],
     dtype: np.dtype,
     channels: int | None,
 ) -> None:
     """Raise ArgumentError if ``func(z, y, x)`` reads ``z`` beyond ``radius`` of ``(y, x)``.
 
-    ``channels`` is the block's trailing axis (None for a 2-D block), passed whole.
-    The probed pixel has one pixel more than the radius on each side, so
-    that reading from the block's first row or column is seen too.
+    ``radius`` is one per tiled axis: two for an image kernel, three for a
+    volume's ``f(v, z, y, x)``. ``channels`` is the block's trailing axis
+    (None for a block of the tiled axes only), passed whole. The probed pixel
+    has one pixel more than the radius on each side, so that reading from the
+    block's first row or column is seen too.
     """
-    size = 2 * radius + 3
-    centre = radius + 1
-    shape = (size, size) if channels is None else (size, size, channels)
+    shape = tuple(2 * r + 3 for r in radius) + (() if channels is None else (channels,))
+    centre = tuple(r + 1 for r in radius)
     block = np.ones(shape, dtype).view(WatchedBlock)
-    block.reaches = (Reach(0, centre, radius), Reach(1, centre, radius))
+    block.reaches = tuple(Reach(axis, r + 1, r) for axis, r in enumerate(radius))
     try:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            func(block, centre, centre)
+            func(block, *centre)
     except BeyondRadiusError as beyond:
-        raise ArgumentError(_message(name, radius, beyond)) from None
+        names = _names(func, len(radius))
+        raise ArgumentError(_message(name, radius, beyond, names)) from None
     except Exception:
         return
 
 
-def _message(name: str, radius: int, beyond: BeyondRadiusError) -> str:
-    axis = f"axis {beyond.axis} ({AXIS_NAMES[beyond.axis]})"
+def _names(func: Callable[..., Any], tiled: int) -> tuple[str, ...]:
+    """The names of the kernel's block and indices, as its signature gives them."""
+    default = IMAGE_NAMES if tiled == 2 else VOLUME_NAMES
+    try:
+        names = tuple(inspect.signature(func).parameters)
+    except (TypeError, ValueError):
+        return default
+    return names if len(names) == tiled + 1 else default
+
+
+def _message(
+    name: str, radius: tuple[int, ...], beyond: BeyondRadiusError, names: tuple[str, ...]
+) -> str:
+    block, indices = names[0], names[1:]
+    index = indices[beyond.axis]
+    shown = radius[0] if len(set(radius)) == 1 else radius
+    axis = f"axis {beyond.axis} ({index})"
     if beyond.open_end:
+        example = ", ".join(f"{i} - 1 : {i} + 2" if i == index else i for i in indices)
         return (
-            f"pixelwise kernel {name!r} reads z with a slice open on {axis}, which reaches "
-            f"the block's edge, beyond its radius={radius}: bound both ends by "
-            f"{AXIS_NAMES[beyond.axis]} (such as z[y - 1 : y + 2, x])"
+            f"pixelwise kernel {name!r} reads {block} with a slice open on {axis}, which "
+            f"reaches the block's edge, beyond its radius={shown}: bound both ends by "
+            f"{index} (such as {block}[{example}])"
         )
-    where = f"{AXIS_NAMES[beyond.axis]}{beyond.offset:+d}"
+    where = f"{index}{beyond.offset:+d}"
+    needed = [max(r, abs(beyond.offset)) if a == beyond.axis else r for a, r in enumerate(radius)]
+    declare = abs(beyond.offset) if len(set(radius)) == 1 else tuple(needed)
     return (
-        f"pixelwise kernel {name!r} reads z at {where} on {axis}, beyond its "
-        f"radius={radius}: declare radius={abs(beyond.offset)} (or more) in "
+        f"pixelwise kernel {name!r} reads {block} at {where} on {axis}, beyond its "
+        f"radius={shown}: declare radius={declare} (or more) in "
         "@tilewise.pixelwise, or read closer"
     )
 

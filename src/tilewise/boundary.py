@@ -88,16 +88,23 @@ def read_block(
     images). The block is read-only so a function that writes into it fails
     loudly instead of corrupting its neighbours' halos.
     """
-    spans = [
-        (s.start - before, s.stop + after)
-        for s, (before, after) in zip(tile.slices, tile.margins, strict=True)
-    ]
-    if all(start >= 0 and stop <= n for (start, stop), n in zip(spans, image_shape, strict=True)):
+    spans = []
+    inside = True
+    for s, (before, after), n in zip(tile.slices, tile.margins, image_shape, strict=True):
+        start, stop = s.start - before, s.stop + after
+        inside = inside and start >= 0 and stop <= n
+        spans.append((start, stop))
+    if inside:
         block = read(*(slice(start, stop) for start, stop in spans))
     else:
         block = _read_padded(read, image_shape, spans, modes(boundary, tile.ndim), cval)
     block.flags.writeable = False
     return block
+
+
+#: Which image pixels a region of the block repeats, along one axis: a run of
+#: them (a window of the image), or the index of each (-1: cval).
+Pick = slice | np.ndarray
 
 
 def _read_padded(
@@ -122,50 +129,64 @@ def _read_padded(
         (max(0, -start), min(stop, n) - start)
         for (start, stop), n in zip(spans, image_shape, strict=True)
     ]
-    core = read(
-        *(slice(start + a, start + b) for (start, _), (a, b) in zip(spans, inside, strict=True))
-    )
+    windows = [
+        slice(start + a, start + b) for (start, _), (a, b) in zip(spans, inside, strict=True)
+    ]
+    core = read(*windows)
     shape = (*(stop - start for start, stop in spans), *core.shape[len(spans) :])
     block = np.empty(shape, core.dtype)
     block[tuple(slice(a, b) for a, b in inside)] = core
-    indices = [
-        # "none" clips the halo to the image: its positions are all inside, mapped as themselves.
-        source_indices(start, stop, n, "nearest" if mode == "none" else mode)
-        for (start, stop), n, mode in zip(spans, image_shape, boundary, strict=True)
+    # Along each axis, the image pixels its whole span repeats: the window
+    # when the block is inside the image along it, else each pixel's index.
+    wholes: list[Pick] = [
+        window
+        if (a, b) == (0, stop - start)
+        # "none" clips the halo to the image: its positions are inside, mapped as themselves.
+        else source_indices(start, stop, n, "nearest" if mode == "none" else mode)
+        for window, (a, b), (start, stop), n, mode in zip(
+            windows, inside, spans, image_shape, boundary, strict=True
+        )
     ]
     for axis, (first, last) in enumerate(inside):
-        within = tuple(slice(a, b) for a, b in inside[:axis])
-        whole = (slice(None),) * (len(spans) - axis - 1)
+        whole = wholes[axis]
+        if isinstance(whole, slice):
+            continue  # no margin along this axis
         for side in (slice(0, first), slice(last, None)):
-            region = (*within, side, *whole)
-            region_indices = [index[at] for index, at in zip(indices, region, strict=True)]
-            if any(index.size == 0 for index in region_indices):
+            margin = whole[side]
+            if margin.size == 0:
                 continue
-            if any((index < 0).all() for index in region_indices):
+            picks = [*windows[:axis], margin, *wholes[axis + 1 :]]
+            region = (*(slice(a, b) for a, b in inside[:axis]), side)
+            if any(isinstance(p, np.ndarray) and (p < 0).all() for p in picks):
                 block[region] = cval
             else:
-                block[region] = _gather(read, region_indices, cval)
+                block[region] = _gather(read, picks, cval)
     return block
 
 
-def _gather(read: WindowReader, indices: list[np.ndarray], cval: float) -> np.ndarray:
-    """The image at the product of ``indices`` (-1: cval), from the few windows they repeat.
+def _gather(read: WindowReader, picks: list[Pick], cval: float) -> np.ndarray:
+    """The image at the product of ``picks``, from the few windows they repeat.
 
-    At least one index of each axis must be inside the image.
+    At least one index of each axis picked by index must be inside the image.
     """
-    fills = [index < 0 for index in indices]
-    uniques, positions = zip(
-        *(
-            np.unique(np.where(fill, index.max(), index), return_inverse=True)
-            for index, fill in zip(indices, fills, strict=True)
-        ),
-        strict=True,
-    )
-    windows = _read_runs(read, [_runs(unique) for unique in uniques])
-    block = windows[np.ix_(*positions)]
-    for axis, fill in enumerate(fills):
-        if fill.any():
-            block[(slice(None),) * axis + (fill,)] = cval
+    runs: list[list[tuple[int, int]]] = []
+    takes: list[tuple[np.ndarray, np.ndarray] | None] = []  # per axis picked by index
+    for pick in picks:
+        if isinstance(pick, slice):
+            runs.append([(pick.start, pick.stop)])
+            takes.append(None)
+        else:
+            fill = pick < 0
+            unique, position = np.unique(np.where(fill, pick.max(), pick), return_inverse=True)
+            runs.append(_runs(unique))
+            takes.append((position, fill))
+    block = _read_runs(read, runs)
+    for axis, take in enumerate(takes):
+        if take is not None:
+            position, fill = take
+            block = np.take(block, position, axis=axis)  # a copy: written below, never shared
+            if fill.any():
+                block[(slice(None),) * axis + (fill,)] = cval
     return block
 
 

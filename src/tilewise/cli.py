@@ -331,6 +331,13 @@ def _add_storage(command: argparse.ArgumentParser) -> None:
 
 def _add_tiling(command: argparse.ArgumentParser) -> None:
     command.add_argument(
+        "--axes",
+        default=None,
+        metavar="NAMES",
+        help="the axes to tile, by name, in order, of a file that names them (a TIFF stack, "
+        "OME-TIFF, Zarr with dimension names), e.g. zyx; the others reach FUNC whole",
+    )
+    command.add_argument(
         "--tile",
         type=_positive_sizes,
         default=512,
@@ -504,6 +511,7 @@ def _apply(args: argparse.Namespace) -> int:
         storage_options=storage_options,
         tile=args.tile,
         halo=args.halo,
+        axes=args.axes,
         boundary=args.boundary,
         cval=args.cval,
         dtype=args.dtype,
@@ -545,9 +553,19 @@ def _exists(output: str, storage_options: dict[str, Any] | None, resume: bool) -
 def _info(args: argparse.Namespace) -> int:
     from tilewise.grid import Grid
     from tilewise.io import open_source
+    from tilewise.io.axes import order as axes_order
     from tilewise.io.image import ImageSource
+    from tilewise.io.open import axes_of
+    from tilewise.io.reordered import reordered
 
     source = open_source(args.input, _storage_options(args.storage_option))
+    names = axes_of(source).names
+    if args.axes is not None:
+        order = axes_order(args.axes, names, tuple(source.shape))
+        source = reordered(source, order)
+        names = None if names is None else tuple(names[i] for i in order)
+        if isinstance(args.tile, int):
+            args.tile = (args.tile,) * len(args.axes)
     tile, halo = _tiling(args.tile, args.halo, source.shape)
     tiled = source.shape[: len(tile)]
     pixel_bytes = math.prod(source.shape[len(tile) :]) * source.dtype.itemsize
@@ -565,7 +583,7 @@ def _info(args: argparse.Namespace) -> int:
         ("file", str(args.input)),
         ("format", _layout(source)),
         ("shape", " x ".join(map(str, source.shape))),
-        ("axes", _axes(source.shape, len(tile))),
+        ("axes", _axes(source.shape, len(tile), names)),
         ("dtype", str(source.dtype)),
         ("size", f"{_bytes(pixels * pixel_bytes)} ({pixels / 1e6:.1f} {unit})"),
         (
@@ -608,12 +626,18 @@ def _tiling(
     return tiles, halos
 
 
-def _axes(shape: tuple[int, ...], tiled: int) -> str:
-    """Which axes are tiled and which reach FUNC whole: ``rows 300, cols 400 tiled; ...``."""
-    names = [f"axis {axis}" for axis in range(tiled - 2)] + ["rows", "cols"]
-    if len(shape) == tiled + 1:
-        names.append("channels")
-    names += [f"axis {axis}" for axis in range(len(names), len(shape))]
+def _axes(shape: tuple[int, ...], tiled: int, named: tuple[str, ...] | None = None) -> str:
+    """Which axes are tiled and which reach FUNC whole: ``rows 300, cols 400 tiled; ...``.
+
+    Axes the file names are shown by their names: ``z 40, y 512, x 512 tiled; t 3, c 2 whole``.
+    """
+    if named is not None:
+        names = list(named)
+    else:
+        names = [f"axis {axis}" for axis in range(tiled - 2)] + ["rows", "cols"]
+        if len(shape) == tiled + 1:
+            names.append("channels")
+        names += [f"axis {axis}" for axis in range(len(names), len(shape))]
     described = [f"{name} {n}" for name, n in zip(names, shape, strict=True)]
     text = f"{', '.join(described[:tiled])} tiled"
     if len(shape) > tiled:

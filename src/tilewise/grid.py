@@ -39,8 +39,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 
 class Halo(NamedTuple):
@@ -70,33 +70,41 @@ class Tile:
     halo: Halo
     leading: tuple[slice, ...] = ()
     leading_halo: tuple[tuple[int, int], ...] = ()
+    # Derived once, when made: every stage of every tile reads them.
+    #: The core region, one slice per tiled axis.
+    slices: tuple[slice, ...] = field(init=False, compare=False)
+    #: The halo per tiled axis as (before, after): ``numpy.pad``'s ``pad_width``.
+    margins: tuple[tuple[int, int], ...] = field(init=False, compare=False)
+    core_shape: tuple[int, ...] = field(init=False, compare=False)
+    block_shape: tuple[int, ...] = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        y, x, h = self.y, self.x, self.halo
+        rows, cols = y.stop - y.start, x.stop - x.start
+        block = (rows + h.top + h.bottom, cols + h.left + h.right)
+        if self.leading:
+            leading = tuple(s.stop - s.start for s in self.leading)
+            core = (*leading, rows, cols)
+            block = (
+                *(n + a + b for n, (a, b) in zip(leading, self.leading_halo, strict=False)),
+                *block,
+            )
+        else:
+            core = (rows, cols)
+        setattr_ = object.__setattr__  # frozen: set once, here
+        setattr_(self, "slices", (*self.leading, y, x))
+        setattr_(self, "margins", (*self.leading_halo, (h.top, h.bottom), (h.left, h.right)))
+        setattr_(self, "core_shape", core)
+        setattr_(self, "block_shape", block)
+
+    def __reduce__(self) -> tuple[type[Tile], tuple[Any, ...]]:
+        """Pickled as what it is made of; what derives from it is derived again."""
+        return (Tile, (self.index, self.y, self.x, self.halo, self.leading, self.leading_halo))
 
     @property
     def ndim(self) -> int:
         """The number of tiled axes."""
-        return len(self.leading) + 2
-
-    @property
-    def slices(self) -> tuple[slice, ...]:
-        """The core region, one slice per tiled axis."""
-        return (*self.leading, self.y, self.x)
-
-    @property
-    def margins(self) -> tuple[tuple[int, int], ...]:
-        """The halo per tiled axis as (before, after): ``numpy.pad``'s ``pad_width``."""
-        h = self.halo
-        return (*self.leading_halo, (h.top, h.bottom), (h.left, h.right))
-
-    @property
-    def core_shape(self) -> tuple[int, ...]:
-        return tuple(s.stop - s.start for s in self.slices)
-
-    @property
-    def block_shape(self) -> tuple[int, ...]:
-        return tuple(
-            n + before + after
-            for n, (before, after) in zip(self.core_shape, self.margins, strict=True)
-        )
+        return len(self.slices)
 
     @property
     def core_in_block(self) -> tuple[slice, ...]:
@@ -135,6 +143,9 @@ class Grid:
     halo: tuple[int, ...] = (0, 0)
     clip_halo: bool | tuple[bool, ...] = False
 
+    #: Tiles along each tiled axis.
+    counts: tuple[int, ...] = field(init=False, compare=False, repr=False)
+
     def __post_init__(self) -> None:
         k = len(self.tile)
         if k < 2 or len(self.halo) != k or len(self.shape) != k:
@@ -142,11 +153,11 @@ class Grid:
                 f"a grid needs 2 or more tiled axes, each with a size, a tile and a halo: "
                 f"shape {self.shape}, tile {self.tile}, halo {self.halo}"
             )
+        counts = tuple(-(-n // t) for n, t in zip(self.shape, self.tile, strict=True))
+        object.__setattr__(self, "counts", counts)
 
-    @property
-    def counts(self) -> tuple[int, ...]:
-        """Tiles along each tiled axis."""
-        return tuple(-(-n // t) for n, t in zip(self.shape, self.tile, strict=True))
+    def __reduce__(self) -> tuple[type[Grid], tuple[Any, ...]]:
+        return (Grid, (self.shape, self.tile, self.halo, self.clip_halo))
 
     @property
     def n_rows(self) -> int:
@@ -161,8 +172,9 @@ class Grid:
 
     def __iter__(self) -> Iterator[Tile]:
         """Tiles in row-major (C) order of their indices."""
+        spans = [self._spans(axis) for axis in range(len(self.counts))]
         for index in itertools.product(*map(range, self.counts)):
-            yield self.tile_at(index)
+            yield self._tile(index, spans)
 
     def tile_at(self, index: tuple[int, ...]) -> Tile:
         counts = self.counts
@@ -170,21 +182,30 @@ class Grid:
             not 0 <= i < n for i, n in zip(index, counts, strict=False)
         ):
             raise IndexError(f"tile index {index} outside a {'x'.join(map(str, counts))} grid")
+        return self._tile(tuple(index), [self._spans(axis) for axis in range(len(counts))])
+
+    def _spans(self, axis: int) -> list[tuple[slice, tuple[int, int]]]:
+        """Along ``axis``, each tile's core slice and its (before, after) halo."""
+        n, size, halo = self.shape[axis], self.tile[axis], self.halo[axis]
         clip = self.clip_halo
-        clips = clip if isinstance(clip, tuple) else (clip,) * len(counts)
-        slices, margins = [], []
-        for i, n, size, halo, clipped in zip(
-            index, self.shape, self.tile, self.halo, clips, strict=True
-        ):
-            start, stop = i * size, min((i + 1) * size, n)
-            slices.append(slice(start, stop))
-            margins.append((min(halo, start), min(halo, n - stop)) if clipped else (halo, halo))
-        (top, bottom), (left, right) = margins[-2:]
+        clipped = clip[axis] if isinstance(clip, tuple) else clip
+        spans = []
+        for start in range(0, n, size):
+            stop = min(start + size, n)
+            margins = (min(halo, start), min(halo, n - stop)) if clipped else (halo, halo)
+            spans.append((slice(start, stop), margins))
+        return spans
+
+    @staticmethod
+    def _tile(index: tuple[int, ...], spans: list[list[tuple[slice, tuple[int, int]]]]) -> Tile:
+        *leading, (y, (top, bottom)), (x, (left, right)) = (
+            axis[i] for axis, i in zip(spans, index, strict=True)
+        )
         return Tile(
-            index=tuple(index),
-            y=slices[-2],
-            x=slices[-1],
+            index=index,
+            y=y,
+            x=x,
             halo=Halo(top, bottom, left, right),
-            leading=tuple(slices[:-2]),
-            leading_halo=tuple(margins[:-2]),
+            leading=tuple(span for span, _ in leading),
+            leading_halo=tuple(margins for _, margins in leading),
         )

@@ -58,6 +58,7 @@ from tilewise.io.dask_array import DaskArraySource
 from tilewise.io.geo import nodata_text
 from tilewise.io.lock import LOCK, OutputLock
 from tilewise.io.nodata import NodataRule, NodataSource
+from tilewise.io.reordered import ReorderedSource
 from tilewise.io.urls import StoreUrl
 
 #: Seconds between commits; 0 commits each tile before the next is recorded.
@@ -101,6 +102,8 @@ def input_identity(source: Source) -> dict[str, Any]:
     found: dict[str, Any] = {"shape": source.shape, "dtype": source.dtype.str}
     if isinstance(source, NodataSource):  # the image read, not its NaN view
         return input_identity(source.inner)
+    if isinstance(source, ReorderedSource):  # the file, and the order its axes are taken in
+        return {**input_identity(source.inner), "order": list(source.order)}
     if isinstance(source, DaskArraySource):
         return {**found, "dask_graph": str(source.array.name)}
     path = source.path

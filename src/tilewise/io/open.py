@@ -8,24 +8,27 @@ reads or writes a window opens its own handle.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 import numpy as np
 
+from tilewise._optional import import_optional
 from tilewise.errors import ArgumentError, ArgumentTypeError
 from tilewise.io._files import OutputFile, check_exists, check_writable_parent
 from tilewise.io.array import ArraySink, ArraySource
+from tilewise.io.axes import NO_AXES, Axes
 from tilewise.io.base import FileOutput, Sink, Source
 from tilewise.io.dask_array import DaskArraySource, is_dask_array
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.image import ImageOutput, ImageSource
 from tilewise.io.masked import MaskedSource, check_out, is_masked
-from tilewise.io.nodata import NodataRule
+from tilewise.io.nodata import NodataRule, NodataSource
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
+from tilewise.io.tiff_stack import OmeTiffOutput, TiffStackSource, is_stack
 from tilewise.io.urls import FILE_SUFFIXES, StoreUrl, is_url, redact, store_url
 from tilewise.io.zarr import (
     ZarrOutput,
@@ -36,11 +39,25 @@ from tilewise.io.zarr import (
     is_zarr_array,
 )
 
-#: Readable suffixes and the source class of each.
-SOURCES: dict[str, type[Source]] = {
+
+def tiff_source(path: Path) -> Source:
+    """A TIFF's first series: one image (rows, columns, samples), or a stack of planes."""
+    tifffile = import_optional("tifffile", "reading .tif files")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            axes = tif.series[0].axes
+    except (tifffile.TiffFileError, ValueError, IndexError) as exc:
+        raise ArgumentError(f"image={str(path)!r}: not a readable TIFF ({exc})") from exc
+    return TiffStackSource(path) if is_stack(axes) else TiffSource(path)
+
+
+#: Outputs written as OME-TIFF, whatever their number of axes.
+OME_TIFF_SUFFIXES = (".ome.tif", ".ome.tiff")
+#: Readable suffixes and what opens each.
+SOURCES: dict[str, Callable[[Path], Source]] = {
     ".npy": NpySource,
-    ".tif": TiffSource,
-    ".tiff": TiffSource,
+    ".tif": tiff_source,
+    ".tiff": tiff_source,
     ".png": ImageSource,
     ".jpg": ImageSource,
     ".jpeg": ImageSource,
@@ -118,7 +135,7 @@ def _source_from_path(path: Path) -> Source:
             f"image={str(path)!r}: unknown image format {path.suffix!r}; tilewise reads "
             f"{', '.join(SOURCES)} files and .zarr stores"
         )
-    return source_type(path)  # type: ignore[call-arg]
+    return source_type(path)
 
 
 def _source_from_url(url: StoreUrl) -> Source:
@@ -139,6 +156,8 @@ def open_output(
     nodata: NodataRule | None = None,
     dtype: np.dtype | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    axes: Axes = NO_AXES,
+    order: tuple[int, ...] | None = None,
 ) -> FileOutput:
     """The output file ``out`` names, its format from the suffix; nothing is written yet.
 
@@ -146,7 +165,11 @@ def open_output(
     A ``.tif`` output is stored per ``encoding``, carries ``georeference``
     and declares the nodata value ``nodata`` gives for its dtype (checked
     now if ``dtype`` is known); a ``.zarr`` output carries both as
-    attributes and fill value; other formats refuse an encoding.
+    attributes and fill value, and names its dimensions after ``axes`` (the
+    image's axes as the run takes them) when the result has them all; an
+    ``.ome.tif`` output holds its planes in the image's own order of axes
+    (the run took them in ``order``), with their names and physical sizes;
+    other formats refuse an encoding.
 
     Examples
     --------
@@ -163,7 +186,7 @@ def open_output(
                 "formats to a local path"
             )
         encoding.refuse(out)
-        return ZarrUrlOutput(url, georeference, nodata, dtype)
+        return ZarrUrlOutput(url, georeference, nodata, dtype, axes)
     path = Path(out)
     output_type = OUTPUTS.get(path.suffix.lower())
     if output_type is None:
@@ -172,12 +195,21 @@ def open_output(
             f"tilewise writes {', '.join(OUTPUTS)}"
         )
     check_writable_parent(path, "out")
+    if path.name.lower().endswith(OME_TIFF_SUFFIXES):
+        encoding.refuse(out)
+        return OmeTiffOutput(path, axes if order is None else _image_axes(axes, order), order)
     if output_type is TiffOutput:
         return TiffOutput(path, encoding, georeference, nodata, dtype)
     encoding.refuse(out)
     if output_type is ZarrOutput:
-        return ZarrOutput(path, georeference, nodata, dtype)
+        return ZarrOutput(path, georeference, nodata, dtype, axes)
     return output_type(path)
+
+
+def _image_axes(axes: Axes, order: tuple[int, ...]) -> Axes:
+    """The image's own axes, from ``axes`` as a run taking its dimensions in ``order`` has them."""
+    back = tuple(order.index(i) for i in range(len(order)))
+    return axes.reordered(back)
 
 
 def check_output_axes(output: FileOutput | None, tile: tuple[int, ...]) -> None:
@@ -185,9 +217,18 @@ def check_output_axes(output: FileOutput | None, tile: tuple[int, ...]) -> None:
     if len(tile) > 2 and isinstance(output, (TiffOutput, ImageOutput)):
         raise ArgumentError(
             f"out={str(output.path)!r}: a {output.path.suffix} file holds one image of rows "
-            f"and columns, but tile={tile} tiles {len(tile)} axes; write the result to a "
-            ".npy or .zarr output"
+            f"and columns, but tile={tile} tiles {len(tile)} axes; write the result to an "
+            ".ome.tif, .npy or .zarr output"
         )
+
+
+def axes_of(source: Source) -> Axes:
+    """The names of a source's axes and its physical pixel sizes, when its file says them."""
+    if isinstance(source, NodataSource):
+        return axes_of(source.inner)
+    if isinstance(source, (TiffStackSource, ZarrSource)):
+        return source.axes
+    return NO_AXES
 
 
 def georeference_of(source: Source) -> Georeference:

@@ -27,6 +27,7 @@ from tilewise._optional import import_optional
 from tilewise.errors import ArgumentError
 from tilewise.io._chunks import ChunkCache
 from tilewise.io._files import OutputFile, Reopening, fsync_dir, fsync_file
+from tilewise.io.axes import NO_AXES, Axes
 from tilewise.io.base import Location, Window
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.geozarr import dimension_names, geozarr_attributes
@@ -96,6 +97,13 @@ class ZarrSource(Reopening):
         self.dtype: np.dtype = np.dtype(array.dtype)
         self.layout = describe(array)
         self.chunks: tuple[int, ...] = tuple(array.chunks)
+        names = getattr(array.metadata, "dimension_names", None)
+        #: The axes, as its dimension_names call them (none, if any is unnamed).
+        self.axes = (
+            Axes(tuple(str(n).lower() for n in names))
+            if names and all(n is not None for n in names)
+            else NO_AXES
+        )
         self._array = array
         self._cache: ChunkCache | None = None
         # A store opened by path pickles as the path; a user's array object as itself.
@@ -249,12 +257,16 @@ class Described:
         nodata: NodataRule | None,
         shape: tuple[int, ...],
         dtype: np.dtype,
+        axes: Axes = NO_AXES,
     ) -> Described:
-        """What an output of ``shape`` and ``dtype`` says: where it is, which value is nodata."""
+        """What an output of ``shape`` and ``dtype`` says: where it is, which value is nodata,
+        what its axes are called (the input's, when the result has them all)."""
         attributes = geozarr_attributes(georeference, shape)
         return cls(
             attributes=attributes,
-            dimension_names=dimension_names(shape) if attributes else None,
+            dimension_names=(
+                dimension_names(shape) if attributes else axes.of_result(len(shape)).names
+            ),
             fill_value=None if nodata is None else nodata.for_output(dtype),
         )
 
@@ -286,14 +298,16 @@ class ZarrOutput(OutputFile):
         georeference: Georeference = NO_GEOREFERENCE,
         nodata: NodataRule | None = None,
         dtype: np.dtype | None = None,
+        axes: Axes = NO_AXES,
     ) -> None:
         _check_target(path, path.exists(), (path / "zarr.json").is_file(), nodata, dtype)
         super().__init__(path)
         self.georeference = georeference
         self.nodata = nodata
+        self.axes = axes
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
-        described = Described.of(self.georeference, self.nodata, shape, dtype)
+        described = Described.of(self.georeference, self.nodata, shape, dtype, self.axes)
         return ZarrSink.create(self.partial, shape, dtype, tile, described)
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
@@ -328,12 +342,14 @@ class ZarrUrlOutput:
         georeference: Georeference = NO_GEOREFERENCE,
         nodata: NodataRule | None = None,
         dtype: np.dtype | None = None,
+        axes: Axes = NO_AXES,
     ) -> None:
         fs, root = url.filesystem()
         _check_target(url, fs.exists(root), fs.exists(_metadata(root)), nodata, dtype)
         self.path = url
         self.georeference = georeference
         self.nodata = nodata
+        self.axes = axes
 
     @property
     def partial(self) -> StoreUrl:
@@ -352,7 +368,7 @@ class ZarrUrlOutput:
             fs.rm(root, recursive=True)
 
     def create(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
-        described = Described.of(self.georeference, self.nodata, shape, dtype)
+        described = Described.of(self.georeference, self.nodata, shape, dtype, self.axes)
         return ZarrSink.create(self.path, shape, dtype, tile, described)
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
