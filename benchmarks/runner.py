@@ -200,7 +200,7 @@ def _compile(workload: Workload, method: Method, ctx: Context, setup: dict[str, 
         how = "load from numba's disk cache" if loaded else "compile"
         setup[f"pixelwise kernel {how}"] = time.perf_counter() - start
         start = time.perf_counter()
-        check_reach(slope.func, slope.__name__, slope.radius, np.dtype(np.float32), None)
+        check_reach(slope.func, slope.__name__, slope.reach, np.dtype(np.float32), None)
         setup["pixelwise radius check (within the above)"] = time.perf_counter() - start
     elif method.key == "numba-prange":
         import numba

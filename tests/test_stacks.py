@@ -216,3 +216,61 @@ def test_an_ome_tiff_output_of_unnamed_volume_axes_is_refused(tmp_path: Path) ->
             backend="serial",
         )
     assert not (tmp_path / "out.ome.tif").exists()
+
+
+# --- OME-Zarr: read at level 0, written with its multiscales metadata, by ome-zarr ---------------
+
+
+def write_ome_zarr(path: Path, data: np.ndarray) -> None:
+    """An OME-Zarr image of (C, Z, Y, X) with a pyramid, as ome-zarr writes one."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    group = zarr.group(store=parse_url(str(path), mode="w").store)
+    write_image(
+        image=data,
+        group=group,
+        scale_factors=(2, 4),  # three levels: 1, 1/2 and 1/4 in y and x
+        axes="czyx",
+        scale={"c": 1.0, "z": 2.0, "y": 0.5, "x": 0.5},
+        axes_units={"z": "micrometer", "y": "micrometer", "x": "micrometer"},
+        storage_options={"chunks": (1, 4, 16, 16)},
+    )
+
+
+def test_an_ome_zarr_image_is_read_at_level_0_and_written_back_as_one(tmp_path: Path) -> None:
+    data = stack((2, 8, 64, 48)).astype(np.float32)  # (C, Z, Y, X)
+    write_ome_zarr(tmp_path / "in.ome.zarr", data)
+    func = functools.partial(ndi.gaussian_filter, sigma=(1, 1, 1, 0), truncate=2.0)
+    out = tilewise.map_tiles(
+        func,
+        tmp_path / "in.ome.zarr",
+        axes="zyx",
+        tile=(4, 32, 24),
+        halo=2,
+        out=tmp_path / "out.ome.zarr",
+        backend="threads",
+    )
+    # The image's own order, its axes and scale, as ome-zarr reads them.
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    (node, *_) = Reader(parse_url(str(out)))()
+    assert [a["name"] for a in node.metadata["axes"]] == ["c", "z", "y", "x"]
+    assert node.metadata["axes"][1]["unit"] == "micrometer"
+    transforms = node.metadata["coordinateTransformations"][0]
+    assert transforms == [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]
+    (level,) = node.data
+    zyx_first = np.moveaxis(data, 0, -1)  # (Z, Y, X, C)
+    np.testing.assert_array_equal(np.asarray(level), np.moveaxis(func(zyx_first), -1, 0))
+
+
+def test_info_shows_an_ome_zarr_images_levels_and_axes(tmp_path: Path) -> None:
+    write_ome_zarr(tmp_path / "in.ome.zarr", stack((2, 8, 64, 48)).astype(np.float32))
+    done = tilewise_command(
+        "info", "in.ome.zarr", "--axes", "zyx", "--tile", "4,32,32", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    fields = dict(line.split(None, 1) for line in done.stdout.splitlines())
+    assert fields["format"].startswith("OME-Zarr 0.5, level 0 of 3: Zarr v3, chunks (1, 4, 16, 16)")
+    assert fields["axes"] == "z 8, y 64, x 48 tiled; c 2 whole"

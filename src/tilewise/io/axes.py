@@ -26,6 +26,15 @@ from tilewise.errors import ArgumentError, ArgumentTypeError
 OME_DEFAULT_UNIT = "µm"
 #: The axes OME-XML gives a physical size for.
 PHYSICAL_AXES = ("x", "y", "z")
+#: NGFF (OME-Zarr) spells units by name, OME-XML (OME-TIFF) by symbol.
+UNIT_NAMES = {
+    "µm": "micrometer",
+    "nm": "nanometer",
+    "mm": "millimeter",
+    "m": "meter",
+    "s": "second",
+}
+UNIT_SYMBOLS = {name: symbol for symbol, name in UNIT_NAMES.items()}
 
 
 @dataclass(frozen=True)
@@ -102,7 +111,7 @@ def ome_metadata(axes: Axes) -> dict[str, Any]:
         if axis in PHYSICAL_AXES:
             metadata[f"PhysicalSize{axis.upper()}"] = size
             if unit is not None:
-                metadata[f"PhysicalSize{axis.upper()}Unit"] = unit
+                metadata[f"PhysicalSize{axis.upper()}Unit"] = UNIT_SYMBOLS.get(unit, unit)
     return metadata
 
 

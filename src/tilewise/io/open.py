@@ -26,6 +26,7 @@ from tilewise.io.image import ImageOutput, ImageSource
 from tilewise.io.masked import MaskedSource, check_out, is_masked
 from tilewise.io.nodata import NodataRule, NodataSource
 from tilewise.io.npy import NpyOutput, NpySource
+from tilewise.io.ome_zarr_output import OmeZarrOutput
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
 from tilewise.io.tiff_stack import OmeTiffOutput, TiffStackSource, is_stack
@@ -51,8 +52,9 @@ def tiff_source(path: Path) -> Source:
     return TiffStackSource(path) if is_stack(axes) else TiffSource(path)
 
 
-#: Outputs written as OME-TIFF, whatever their number of axes.
+#: Outputs written as OME-TIFF or OME-Zarr, whatever their number of axes.
 OME_TIFF_SUFFIXES = (".ome.tif", ".ome.tiff")
+OME_ZARR_SUFFIX = ".ome.zarr"
 #: Readable suffixes and what opens each.
 SOURCES: dict[str, Callable[[Path], Source]] = {
     ".npy": NpySource,
@@ -126,7 +128,7 @@ def open_source(image: Any, storage_options: Mapping[str, Any] | None = None) ->
 def _source_from_path(path: Path) -> Source:
     check_exists(path, "image")
     if path.is_dir():
-        if not ((path / "zarr.json").is_file() or (path / ".zarray").is_file()):
+        if not any((path / name).is_file() for name in ("zarr.json", ".zarray", ".zgroup")):
             raise ArgumentError(f"image={str(path)!r}: a folder, but not a Zarr array store")
         return ZarrSource(path=path)
     source_type = SOURCES.get(path.suffix.lower())
@@ -195,9 +197,12 @@ def open_output(
             f"tilewise writes {', '.join(OUTPUTS)}"
         )
     check_writable_parent(path, "out")
-    if path.name.lower().endswith(OME_TIFF_SUFFIXES):
+    if path.name.lower().endswith((*OME_TIFF_SUFFIXES, OME_ZARR_SUFFIX)):
         encoding.refuse(out)
-        return OmeTiffOutput(path, axes if order is None else _image_axes(axes, order), order)
+        image_axes = axes if order is None else _image_axes(axes, order)
+        if path.name.lower().endswith(OME_ZARR_SUFFIX):
+            return OmeZarrOutput(path, image_axes, order)
+        return OmeTiffOutput(path, image_axes, order)
     if output_type is TiffOutput:
         return TiffOutput(path, encoding, georeference, nodata, dtype)
     encoding.refuse(out)

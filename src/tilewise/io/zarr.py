@@ -32,6 +32,7 @@ from tilewise.io.base import Location, Window
 from tilewise.io.geo import NO_GEOREFERENCE, Georeference
 from tilewise.io.geozarr import dimension_names, geozarr_attributes
 from tilewise.io.nodata import NodataRule
+from tilewise.io.ome_zarr import Level0, level0
 from tilewise.io.retry import with_retries
 from tilewise.io.urls import StoreUrl, state_file
 
@@ -74,6 +75,23 @@ def _open(location: Location, mode: str, what: str) -> Any:
         ) from exc
 
 
+def _open_image(location: Location) -> tuple[Any, Location, Level0 | None]:
+    """The array at ``location``, or the first level of the OME-Zarr image there."""
+    zarr = _zarr("reading .zarr stores")
+    try:
+        return zarr.open_array(**_store(location), mode="r"), location, None
+    except (FileNotFoundError, zarr.errors.NodeTypeValidationError):
+        try:
+            group = zarr.open_group(**_store(location), mode="r")
+        except (FileNotFoundError, zarr.errors.NodeTypeValidationError):
+            group = None
+        found = None if group is None else level0(group, location)
+        if found is None:
+            _open(location, "r", "image")  # raises, saying what is there
+            raise
+        return _open(found.location, "r", "image"), found.location, found
+
+
 def _open_output(location: Location) -> Any:
     """An output store tilewise made, opened to write, as it was created."""
     return _open(location, "r+", "out").with_config(OUTPUT_CONFIG)
@@ -86,24 +104,32 @@ def describe(array: Any) -> str:
 
 
 class ZarrSource(Reopening):
-    """A zarr array read window by window; a store opened by path or URL is reopened per process."""
+    """A zarr array read window by window; a store opened by path or URL is reopened per process.
+
+    The path of an OME-Zarr image (a group) is read at its first level, full resolution.
+    """
 
     def __init__(self, array: Any = None, path: Location | None = None) -> None:
-        self.path = path
+        ome = None
         if array is None:
             assert path is not None
-            array = _open(path, "r", "image")
+            array, path, ome = _open_image(path)
+        self.path = path
         self.shape: tuple[int, ...] = tuple(array.shape)
         self.dtype: np.dtype = np.dtype(array.dtype)
         self.layout = describe(array)
         self.chunks: tuple[int, ...] = tuple(array.chunks)
         names = getattr(array.metadata, "dimension_names", None)
-        #: The axes, as its dimension_names call them (none, if any is unnamed).
+        #: The axes, as the OME metadata or the dimension_names call them (none, if any is
+        #: unnamed), and the physical pixel sizes the OME metadata gives.
         self.axes = (
             Axes(tuple(str(n).lower() for n in names))
             if names and all(n is not None for n in names)
             else NO_AXES
         )
+        if ome is not None:
+            self.layout = f"OME-Zarr {ome.version}, level 0 of {ome.levels}: {self.layout}"
+            self.axes = ome.axes if ome.axes.names is not None else self.axes
         self._array = array
         self._cache: ChunkCache | None = None
         # A store opened by path pickles as the path; a user's array object as itself.
