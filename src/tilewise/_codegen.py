@@ -21,19 +21,17 @@ from typing import Any
 
 import numba
 import numpy as np
-from llvmlite import ir
 from numba import types
-from numba.core import cgutils
 from numba.core.errors import NumbaError, TypingError
-from numba.extending import intrinsic, overload
+from numba.extending import overload
 
 from tilewise.errors import ArgumentError
 
-#: ``loop(block, out, y0, x0)`` sets ``out[i, j] = func(block, y0 + i, x0 + j)``
-#: for every pixel (i, j) of ``out`` (``loop(block, out, z0, y0, x0)`` for a
-#: volume's voxels). ``block`` must be C-contiguous, with at least ``radius``
-#: pixels of context around the pixels of ``out``.
-Loop = Callable[..., None]
+#: ``loop(block, out)`` sets ``out[i, j] = func(block, i + ry, j + rx)`` for
+#: every pixel (i, j) of ``out`` (``out[h, i, j] = func(block, h + rz, ...)``
+#: for a volume's voxels): ``block`` is C-contiguous, the pixels of ``out``
+#: with exactly ``radius`` pixels of context around them.
+Loop = Callable[[np.ndarray, np.ndarray], None]
 
 # Division by zero gives inf or nan as in numpy, instead of a ZeroDivisionError
 # check on every division; image code expects the former.
@@ -105,70 +103,45 @@ def _store_voxel(out, h, i, j, value, outputs):
     return store_tuple
 
 
-@intrinsic
-def assume_at_least(typingctx, value, minimum):
-    """Promise the compiler that ``value >= minimum`` (``llvm.assume``); compiled code only."""
+def _loop_function(
+    scalar: Any, outputs: int, radius: tuple[int, ...], parallel: bool
+) -> Callable[..., None]:
+    """The loop over a block's pixels, its first axis in numba's threads when ``parallel``.
 
-    def codegen(context, builder, signature, args):
-        minimum = context.cast(builder, args[1], signature.args[1], signature.args[0])
-        assume = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(1)]), "llvm.assume"
-        )
-        builder.call(assume, [builder.icmp_signed(">=", args[0], minimum)])
-        return context.get_dummy_value()
-
-    return types.none(value, minimum), codegen
-
-
-def _loop_function(scalar: Any, outputs: int, radius: tuple[int, ...]) -> Callable[..., None]:
+    The radius is a constant of the loop, not an argument: the compiler then
+    knows every index the kernel reads (``y - 1`` is never negative), drops
+    numba's wraparound of negative indices from each read, and can
+    vectorise the loop. A loop in ``prange`` also has its arrays marked as
+    not aliasing each other (numba's parallel lowering proves it), which the
+    vectoriser needs: a 3x3x3 mean runs about 6x faster on one thread.
+    """
+    outer = numba.prange if parallel else range
     if len(radius) == 3:
-        return _volume_loop_function(scalar, outputs, radius)
+        rz, ry, rx = radius
+
+        def volume_loop(block, out):
+            for h in outer(out.shape[0]):
+                for i in range(out.shape[1]):
+                    for j in range(out.shape[2]):
+                        store_voxel(out, h, i, j, scalar(block, h + rz, i + ry, j + rx), outputs)
+
+        return volume_loop
     ry, rx = radius
 
-    def loop(block, out, y0, x0):
-        for i in range(out.shape[0]):
+    def loop(block, out):
+        for i in outer(out.shape[0]):
             for j in range(out.shape[1]):
-                y = y0 + i
-                x = x0 + j
-                # Every pixel has `radius` pixels of context before it (the
-                # caller checks), so the kernel's indices such as x - 1 are
-                # never negative. Saying so lets the compiler drop numba's
-                # negative-index wraparound branch from every read of the
-                # block: a 3x3 kernel runs about 1.6x faster.
-                assume_at_least(y, ry)
-                assume_at_least(x, rx)
-                store(out, i, j, scalar(block, y, x), outputs)
+                store(out, i, j, scalar(block, i + ry, j + rx), outputs)
 
     return loop
 
 
-def _volume_loop_function(
-    scalar: Any, outputs: int, radius: tuple[int, ...]
-) -> Callable[..., None]:
-    """The loop of a volume kernel: over planes, rows and columns."""
-    rz, ry, rx = radius
-
-    def loop(block, out, z0, y0, x0):
-        for h in range(out.shape[0]):
-            for i in range(out.shape[1]):
-                for j in range(out.shape[2]):
-                    z = z0 + h
-                    y = y0 + i
-                    x = x0 + j
-                    assume_at_least(z, rz)  # as in the image loop
-                    assume_at_least(y, ry)
-                    assume_at_least(x, rx)
-                    store_voxel(out, h, i, j, scalar(block, z, y, x), outputs)
-
-    return loop
-
-
-def python_loop(func: Callable[..., Any]) -> Loop:
+def python_loop(func: Callable[..., Any], radius: tuple[int, ...]) -> Loop:
     """The same loop in plain Python: for ``compile=False``."""
 
-    def loop(block: np.ndarray, out: np.ndarray, *origin: int) -> None:
-        for index in np.ndindex(out.shape[: len(origin)]):
-            out[index] = func(block, *(o + i for o, i in zip(origin, index, strict=True)))
+    def loop(block: np.ndarray, out: np.ndarray) -> None:
+        for index in np.ndindex(out.shape[: len(radius)]):
+            out[index] = func(block, *(i + r for i, r in zip(index, radius, strict=True)))
 
     return loop
 
@@ -188,17 +161,21 @@ class Compiler:
         self.outputs = outputs
         self.out_dtype = out_dtype
         self.tiled = len(radius)  # one index per tiled axis: (y, x), or (z, y, x)
+        self.radius = radius
         self.scalar = numba.njit(**_OPTIONS)(func)
         _stable_uuid(self.scalar, func)
-        self.loop_function = _loop_function(self.scalar, outputs, radius)
 
-    def compile(self, image_dtype: np.dtype, ndim: int) -> Loop:
-        """The loop compiled for blocks of this dtype and ndim; ArgumentError if numba cannot."""
+    def compile(self, image_dtype: np.dtype, ndim: int, parallel: bool = False) -> Loop:
+        """The loop compiled for blocks of this dtype and ndim; ArgumentError if numba cannot.
+
+        ``parallel``: its first axis in numba's threads (:func:`_loop_function`).
+        """
         try:
             signature = self._signature(image_dtype, ndim)
         except NumbaError as exc:
             raise self._error(image_dtype, str(exc)) from exc
-        dispatcher = _dispatcher(self.loop_function, cache=True)
+        loop_function = _loop_function(self.scalar, self.outputs, self.radius, parallel)
+        dispatcher = _dispatcher(loop_function, cache=True, parallel=parallel)
         try:
             dispatcher.compile(signature)
         except NumbaError as exc:
@@ -206,7 +183,7 @@ class Compiler:
         except Exception:
             # Only the disk cache can fail outside numba's own errors: its key
             # pickles the closure, and some captured objects do not pickle.
-            dispatcher = _dispatcher(self.loop_function, cache=False)
+            dispatcher = _dispatcher(loop_function, cache=False, parallel=parallel)
             try:
                 dispatcher.compile(signature)
             except NumbaError as exc:
@@ -221,7 +198,7 @@ class Compiler:
         block = types.Array(numba.from_dtype(image_dtype), ndim, "C", readonly=True)
         out_ndim = self.tiled if self.outputs == 1 else self.tiled + 1
         out = types.Array(numba.from_dtype(self.out_dtype), out_ndim, "C")
-        return (block, out, *(types.int64,) * self.tiled)
+        return (block, out)
 
     def _reason(self, signature: tuple[Any, ...], exc: NumbaError) -> str:
         """numba's complaint about the user's function itself, when it has one."""
@@ -258,13 +235,14 @@ class Compiler:
         )
 
 
-def _dispatcher(loop_function: Callable[..., None], *, cache: bool) -> Any:
+def _dispatcher(loop_function: Callable[..., None], *, cache: bool, parallel: bool) -> Any:
+    options = {"nogil": True, "parallel": parallel, **_OPTIONS}
     if cache:
         try:
-            return numba.njit(nogil=True, cache=True, **_OPTIONS)(loop_function)
+            return numba.njit(cache=True, **options)(loop_function)
         except RuntimeError:
             pass  # no writable place for a cache ("no locator available"): compile each time
-    return numba.njit(nogil=True, **_OPTIONS)(loop_function)
+    return numba.njit(**options)(loop_function)
 
 
 def _stable_uuid(scalar: Any, func: Callable[..., Any]) -> None:

@@ -46,6 +46,8 @@ STRIPS_PER_WORKER = 16
 #: Boundaries a kernel may pad with: all but "none", since every pixel,
 #: edge pixels included, is computed from the ``radius`` pixels around it.
 PADDING_BOUNDARIES: tuple[str, ...] = tuple(b for b in BOUNDARIES if b != "none")
+#: Held while a loop runs on numba's threads: its default threading layer runs one at a time.
+_PARALLEL_LOOP = threading.Lock()
 
 
 def pixelwise(
@@ -238,7 +240,7 @@ class Pixelwise:
         self.__name__ = getattr(func, "__name__", type(func).__name__)
         self.__qualname__ = getattr(func, "__qualname__", self.__name__)
         self.__doc__ = func.__doc__
-        self._loops: dict[tuple[np.dtype, int], Loop] = {}
+        self._loops: dict[tuple[np.dtype, int, bool], Loop] = {}
         self._compiler: Compiler | None = None
         self._lock = threading.Lock()
 
@@ -261,10 +263,12 @@ class Pixelwise:
         ``image`` is an (H, W) or (H, W, C) array (a volume kernel's: (Z, Y,
         X) or (Z, Y, X, C)), or anything else :func:`~tilewise.map_tiles`
         reads. The result is (H, W), or (H, W, outputs). It runs through
-        map_tiles on threads, in strips of rows (slabs of planes): each
-        strip's compiled loop releases the GIL, so strips run in parallel,
-        and writes straight into the result. A kernel with ``compile=False``
-        holds the GIL and runs on one thread.
+        map_tiles in strips of rows (slabs of planes), each padded in turn
+        and its compiled loop run on ``workers`` of numba's threads, which
+        split its rows (planes), writing straight into the result: the
+        loop numba compiles in parallel vectorises where a plain one cannot
+        (see :func:`tilewise._codegen._loop_function`). A kernel with
+        ``compile=False`` holds the GIL and runs on one thread.
         """
         settings: dict[str, Any] = {
             "boundary": self.boundary,
@@ -273,17 +277,21 @@ class Pixelwise:
             "backend": "threads" if self.compile else "serial",
             "progress": progress,
         }
+        threads = available_cpus() if workers is None else workers
         k = self.ndim
         in_memory = isinstance(image, np.ndarray) and image.ndim in (k, k + 1) and image.size
         if not in_memory or image.dtype.hasobject or not _is_count(workers):
             return map_tiles(self, image, **settings)  # files; and its checks, its errors
-        self.loop_for(image.dtype, image.shape)  # reach and compile errors before any strip runs
+        # Reach and compile errors before any strip runs.
+        self.loop_for(image.dtype, image.shape, parallel=True)
         out = np.empty(self._out_shape(image.shape[:k]), self.dtype)
         rows, *across = image.shape[:k]  # rows of an image, planes of a volume
-        strips = STRIPS_PER_WORKER * (available_cpus() if workers is None else workers)
+        strips = STRIPS_PER_WORKER * threads
         strip = (max(-(-STRIP_PIXELS // math.prod(across)), -(-rows // strips)), *across)
+        if self.compile:  # one strip at a time, each on numba's threads
+            settings |= {"backend": "serial", "workers": None}
         return map_tiles(
-            _IntoArray(self, out),
+            _IntoArray(self, out, threads if self.compile else None),
             image,
             tile=strip,
             halo=self.reach,
@@ -344,13 +352,16 @@ class Pixelwise:
         self.loop_for(image_dtype, shape)
         return PixelwiseTiles(self), replace(plan, pass_tile=True)
 
-    def loop_for(self, image_dtype: np.dtype, shape: tuple[int, ...]) -> Loop:
+    def loop_for(
+        self, image_dtype: np.dtype, shape: tuple[int, ...], parallel: bool = False
+    ) -> Loop:
         """The loop over a block's pixels for images of this dtype and ndim, compiled once.
 
         Before compiling, the kernel's reads are checked against its radius
         (:mod:`tilewise._reach`), on a block with ``shape``'s channels.
+        ``parallel``: the loop that runs its first axis in numba's threads.
         """
-        key = (np.dtype(image_dtype), len(shape))
+        key = (np.dtype(image_dtype), len(shape), parallel and self.compile)
         loop = self._loops.get(key)
         if loop is None:
             # One compilation per key even when several threads ask at once.
@@ -363,11 +374,11 @@ class Pixelwise:
                     self._loops[key] = loop
         return loop
 
-    def _build_loop(self, image_dtype: np.dtype, ndim: int) -> Loop:
+    def _build_loop(self, image_dtype: np.dtype, ndim: int, parallel: bool) -> Loop:
         if not self.compile:
             from tilewise._codegen import python_loop
 
-            return python_loop(self.func)
+            return python_loop(self.func, self.reach)
         import_optional("numba", f"compiling pixelwise kernel {self.__qualname__!r}")
         from tilewise._codegen import Compiler
 
@@ -375,7 +386,7 @@ class Pixelwise:
             self._compiler = Compiler(
                 self.func, radius=self.reach, outputs=self.outputs, out_dtype=self.dtype
             )
-        return self._compiler.compile(image_dtype, ndim)
+        return self._compiler.compile(image_dtype, ndim, parallel)
 
     def compute(
         self, block: np.ndarray, origin: tuple[int, ...], shape: tuple[int, ...]
@@ -385,8 +396,17 @@ class Pixelwise:
         self.compute_into(block, origin, out)
         return out
 
-    def compute_into(self, block: np.ndarray, origin: tuple[int, ...], out: np.ndarray) -> None:
-        """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype."""
+    def compute_into(
+        self,
+        block: np.ndarray,
+        origin: tuple[int, ...],
+        out: np.ndarray,
+        threads: int | None = None,
+    ) -> None:
+        """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype.
+
+        ``threads``: run the loop on that many of numba's threads, not in this one.
+        """
         k = self.ndim
         beyond = tuple(o + n for o, n in zip(origin, out.shape[:k], strict=True))
         after = np.subtract(block.shape[:k], beyond)
@@ -396,11 +416,25 @@ class Pixelwise:
                 f"pixels {origin} to {beyond} of a block of shape {block.shape} lack the "
                 f"radius={self.radius} pixels of context around them"
             )
-        loop = self.loop_for(block.dtype, block.shape)
+        loop = self.loop_for(block.dtype, block.shape, parallel=threads is not None)
+        # The loop's pixels have exactly the radius around them, a constant of its code.
+        window = tuple(
+            slice(o - r, o + n + r)
+            for o, n, r in zip(origin, out.shape[:k], self.reach, strict=True)
+        )
         # One compiled layout: C. A copy of an interior tile's strided view
         # costs less than the loop loses when the compiler cannot vectorise
         # loads of unknown stride, and it keeps compiling to once per dtype.
-        loop(np.ascontiguousarray(block), out, *origin)
+        block = np.ascontiguousarray(block[window])
+        if threads is None:
+            loop(block, out)
+            return
+        import numba
+
+        # One parallel loop at a time: numba's default threading layer runs one.
+        with _PARALLEL_LOOP:
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+            loop(block, out)
 
     def _out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(shape) if self.outputs == 1 else (*shape, self.outputs)
@@ -428,11 +462,12 @@ class _IntoArray:
 
     kernel: Pixelwise
     out: np.ndarray
+    threads: int | None = None  # run each strip on numba's threads, not the tile's
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
         window = self.out[tile.slices]  # full rows (or planes): C-contiguous
         origin = tuple(before for before, _ in tile.margins)
-        self.kernel.compute_into(block, origin, window)
+        self.kernel.compute_into(block, origin, window, self.threads)
         return window
 
 
