@@ -126,9 +126,9 @@ def map_tiles(
         The axes to tile, by name, in order: ``"zyx"`` tiles z, y and x of a
         (T, Z, C, Y, X) OME-TIFF and passes t and c whole, after them (each
         block is (Z, Y, X, T, C)). For files that name their axes: TIFF
-        stacks (``"yx"`` for a plain TIFF), Zarr arrays with
-        ``dimension_names``. An int ``tile`` is then the size along each.
-        An ``.ome.tif`` output holds the result in the image's own order.
+        stacks, OME-TIFF, OME-Zarr, Zarr arrays with ``dimension_names``.
+        An int ``tile`` is then the size along each. An ``.ome.tif`` or
+        ``.ome.zarr`` output holds the result in the image's own order.
     cval : float
         The fill value for ``boundary="constant"``.
     dtype : dtype, optional
@@ -292,8 +292,6 @@ def map_tiles(
     if axes is not None:  # the axes named are tiled, in that order; the others follow
         order = axes_order(axes, image_axes.names, tuple(source.shape))
         tile = _tile_for_axes(tile, axes)
-        if georeference.georeferenced and order[:2] != (0, 1):
-            raise ArgumentError(f"axes={axes!r}: would move the rows and columns of a GeoTIFF")
         source, image_axes = reordered(source, order), image_axes.reordered(order)
     rule = nodata_rule(nodata, out_nodata, source.dtype, georeference.nodata)
     if rule is not None:
