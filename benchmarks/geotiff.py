@@ -35,12 +35,10 @@ The report (``results.md``, ``results.json``) goes to ``--out``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.child import report_to_parent, run_child
 from benchmarks.machine import machine
 from benchmarks.memory import TreeSampler
 from benchmarks.report import write_side_by_side
@@ -314,27 +313,17 @@ def child(argv: list[str]) -> int:
     method, dem, warmup, out, runs = argv
     # A method that would hold more than the machine has fails with MemoryError instead.
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-    report = measure(method, Path(dem), Path(warmup), Path(out), int(runs))
-    print(PREFIX + json.dumps(report), flush=True)
+    report_to_parent(PREFIX, measure(method, Path(dem), Path(warmup), Path(out), int(runs)))
     return 0
 
 
 def run_method(method: str, dem: Path, warmup: Path, folder: Path, runs: int) -> dict[str, Any]:
     """One method in a process of its own, from the repository's root."""
     out = folder / f"{method}.tif"
-    command = [sys.executable, "-m", "benchmarks.geotiff", "--child", method]
-    done = subprocess.run(
-        [*command, str(dem), str(warmup), str(out), str(runs)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        print(f"{method} failed:\n{done.stderr[-4000:]}", file=sys.stderr)
-        return {"failed": done.stderr.strip().splitlines()[-1][:200]}
-    line = next(line for line in done.stdout.splitlines() if line.startswith(PREFIX))
+    args = [str(dem), str(warmup), str(out), str(runs)]
+    report = run_child("benchmarks.geotiff", PREFIX, method, args)
     out.unlink(missing_ok=True)
-    return json.loads(line[len(PREFIX) :])
+    return report
 
 
 def table(size: str, rows: int, cols: int, results: dict[str, dict[str, Any]]) -> list[str]:

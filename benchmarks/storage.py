@@ -31,7 +31,6 @@ of one such store on two cores, not of a real bucket. The report
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -43,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.child import median_rate, report_to_parent, run_child
 from benchmarks.machine import machine
 from benchmarks.memory import TreeSampler
 from benchmarks.report import write_side_by_side
@@ -172,23 +172,14 @@ def measure(method: str, source: str, out: str, endpoint: str | None, runs: int)
 
 def child(argv: list[str]) -> int:
     method, source, out, endpoint, runs = argv
-    report = measure(method, source, out, endpoint or None, int(runs))
-    print(PREFIX + json.dumps(report), flush=True)
+    report_to_parent(PREFIX, measure(method, source, out, endpoint or None, int(runs)))
     return 0
 
 
 def run_method(method: str, source: str, out: str, endpoint: str | None, runs: int) -> Any:
     """One method in a process of its own, from the repository's root."""
-    command = [sys.executable, "-m", "benchmarks.storage", "--child", method]
-    done = subprocess.run(
-        [*command, source, out, endpoint or "", str(runs)],
-        capture_output=True, text=True, check=False, env={**os.environ},
-    )  # fmt: skip
-    if done.returncode != 0:
-        print(f"{method} failed:\n{done.stderr[-4000:]}", file=sys.stderr)
-        return {"failed": done.stderr.strip().splitlines()[-1][:200]}
-    line = next(line for line in done.stdout.splitlines() if line.startswith(PREFIX))
-    return json.loads(line[len(PREFIX) :])
+    args = [source, out, endpoint or "", str(runs)]
+    return run_child("benchmarks.storage", PREFIX, method, args)
 
 
 class MotoServer:
@@ -230,12 +221,12 @@ def table(store: str, size: str, results: dict[str, Any]) -> list[str]:
         f"| method | median s | MP/s | x {versus} | pinned MiB | max error |",
         "|---|---|---|---|---|---|",
     ]
-    base = _rate(results.get(versus, {}), megapixels)
+    base = median_rate(results.get(versus, {}), megapixels)
     for method, result in results.items():
         if "failed" in result:
             lines.append(f"| {method} | failed: {result['failed']} | | | | |")
             continue
-        rate = _rate(result, megapixels)
+        rate = median_rate(result, megapixels)
         over = f"{rate / base:.2f}" if base else ""
         pinned = max(result["pinned"]) / 2**20
         lines.append(
@@ -246,8 +237,8 @@ def table(store: str, size: str, results: dict[str, Any]) -> list[str]:
     target = SPEED_TARGETS.get(store)
     ran = [m for m in ("tilewise", "tilewise-processes") if "seconds" in results.get(m, {})]
     if target is not None and base and ran:
-        best = max(ran, key=lambda m: _rate(results[m], megapixels))
-        ratio = _rate(results[best], megapixels) / base
+        best = max(ran, key=lambda m: median_rate(results[m], megapixels))
+        ratio = median_rate(results[best], megapixels) / base
         fits = max(results[best]["pinned"]) <= PINNED_TARGET
         lines += [
             f"- Target: tilewise >= {target}x the MP/s of {versus}: {ratio:.2f}x ({best}), "
@@ -256,12 +247,6 @@ def table(store: str, size: str, results: dict[str, Any]) -> list[str]:
             "",
         ]
     return lines
-
-
-def _rate(result: dict[str, Any], megapixels: float) -> float:
-    if "seconds" not in result:
-        return 0.0
-    return megapixels / statistics.median(result["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.child import median_rate, report_to_parent, run_child
 from benchmarks.machine import machine
 from benchmarks.memory import TreeSampler
 from benchmarks.report import write_side_by_side
@@ -83,16 +82,19 @@ def mean27(v: Any, z: int, y: int, x: int) -> float:
     return total / 27
 
 
-def mean27_numpy(volume: np.ndarray) -> np.ndarray:
-    """numpy, vectorised: the 27 shifted views of the padded volume, added in float32."""
-    padded = np.pad(volume, 1, mode="symmetric")  # scipy's "reflect"
-    total = np.zeros(volume.shape, np.float32)
+def mean27_numpy(volume: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+    """numpy, vectorised: the 27 shifted views of the padded volume, added in ``dtype``.
+
+    In float64, in the kernel's order, it is the kernel's own arithmetic: the oracle.
+    """
+    padded = np.pad(volume.astype(dtype, copy=False), 1, mode="symmetric")  # scipy's "reflect"
+    total = np.zeros(volume.shape, dtype)
     depth, rows, cols = volume.shape
     for dz in range(3):
         for dy in range(3):
             for dx in range(3):
                 total += padded[dz : dz + depth, dy : dy + rows, dx : dx + cols]
-    return total / np.float32(27)
+    return (total / dtype(27)).astype(np.float32, copy=False)
 
 
 def mean27_prange(volume: np.ndarray) -> np.ndarray:
@@ -166,24 +168,14 @@ def slab_error(workload: str, volume: np.ndarray, result: np.ndarray) -> float:
     whole call is numpy's sum in float64, in the kernel's order.
     """
     halo = HALOS[workload]
-    whole: Any = gaussian if workload == "gaussian" else _mean27_exact
+    exact = functools.partial(mean27_numpy, dtype=np.float64)
+    whole: Any = gaussian if workload == "gaussian" else exact
     planes = volume.shape[0]
     first, last = planes // 2 - 2 * halo, planes // 2 + 2 * halo
     if first < halo or last + halo > planes:  # too thin for a slab: all of it
         return float(np.max(np.abs(result - whole(volume))))
     expected = whole(volume[first - halo : last + halo])[halo:-halo]
     return float(np.max(np.abs(result[first:last] - expected)))
-
-
-def _mean27_exact(volume: np.ndarray) -> np.ndarray:
-    padded = np.pad(volume.astype(np.float64), 1, mode="symmetric")
-    total = np.zeros(volume.shape)
-    depth, rows, cols = volume.shape
-    for dz in range(3):
-        for dy in range(3):
-            for dx in range(3):
-                total += padded[dz : dz + depth, dy : dy + rows, dx : dx + cols]
-    return (total / 27).astype(np.float32)
 
 
 def measure(workload: str, method: str, size: str, runs: int) -> dict[str, Any]:
@@ -211,20 +203,13 @@ def measure(workload: str, method: str, size: str, runs: int) -> dict[str, Any]:
 
 
 def child(argv: list[str]) -> int:
-    workload, method, size, runs = argv
-    print(PREFIX + json.dumps(measure(workload, method, size, int(runs))), flush=True)
+    method, workload, size, runs = argv
+    report_to_parent(PREFIX, measure(workload, method, size, int(runs)))
     return 0
 
 
 def run_method(workload: str, method: str, size: str, runs: int) -> Any:
-    command = [sys.executable, "-m", "benchmarks.volume", "--child", workload, method, size]
-    command.append(str(runs))
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        print(f"{method} failed:\n{done.stderr[-4000:]}", file=sys.stderr)
-        return {"failed": done.stderr.strip().splitlines()[-1][:200]}
-    line = next(line for line in done.stdout.splitlines() if line.startswith(PREFIX))
-    return json.loads(line[len(PREFIX) :])
+    return run_child("benchmarks.volume", PREFIX, method, [workload, size, str(runs)])
 
 
 def table(workload: str, size: str, results: dict[str, Any]) -> list[str]:
@@ -239,12 +224,12 @@ def table(workload: str, size: str, results: dict[str, Any]) -> list[str]:
         "| max error |",
         "|---|---|---|---|---|---|---|",
     ]
-    base = _rate(results.get(versus, {}), megavoxels)
+    base = median_rate(results.get(versus, {}), megavoxels)
     for method, result in results.items():
         if "failed" in result:
             lines.append(f"| {method} | failed: {result['failed']} | | | | | |")
             continue
-        rate = _rate(result, megavoxels)
+        rate = median_rate(result, megavoxels)
         pinned = max(result["pinned"])
         over = f"{rate / base:.2f}" if base else ""
         lines.append(
@@ -254,7 +239,7 @@ def table(workload: str, size: str, results: dict[str, Any]) -> list[str]:
         )
     tilewise = results.get("tilewise", {})
     if base and "seconds" in tilewise:
-        ratio = _rate(tilewise, megavoxels) / base
+        ratio = median_rate(tilewise, megavoxels) / base
         target = SPEED_TARGETS[workload]
         judged = f"{'met' if ratio >= target else 'not met'}"
         lines += ["", f"- Targets: tilewise >= {target}x {versus}'s speed: {ratio:.2f}x, {judged}"]
@@ -264,12 +249,6 @@ def table(workload: str, size: str, results: dict[str, Any]) -> list[str]:
             lines[-1] += f"; pinned <= {MEMORY_TARGET}x input + output: {memory:.2f}x, {fits}"
         lines[-1] += "."
     return [*lines, ""]
-
-
-def _rate(result: dict[str, Any], megavoxels: float) -> float:
-    if "seconds" not in result:
-        return 0.0
-    return megavoxels / statistics.median(result["seconds"])
 
 
 def main(argv: list[str] | None = None) -> int:

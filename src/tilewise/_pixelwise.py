@@ -151,12 +151,6 @@ def pixelwise(
     def decorate(func: Callable[..., Any]) -> Pixelwise:
         if not callable(func):
             raise ArgumentTypeError(f"pixelwise decorates a function f(z, y, x), not {func!r}")
-        tiled = _check_signature(func, radius)
-        if isinstance(radius, tuple) and len(radius) != tiled:
-            raise ArgumentError(
-                f"radius={radius}: {len(radius)} values, but pixelwise kernel "
-                f"{getattr(func, '__qualname__', func)!r} takes {tiled} indices"
-            )
         return Pixelwise(
             func,
             radius=radius,
@@ -229,6 +223,11 @@ class Pixelwise:
         self.radius = radius
         #: The tiled axes the function indexes: 2 for f(z, y, x), 3 for f(v, z, y, x).
         self.ndim = _check_signature(func, radius)
+        if isinstance(radius, tuple) and len(radius) != self.ndim:
+            raise ArgumentError(
+                f"radius={radius}: {len(radius)} values, but pixelwise kernel "
+                f"{getattr(func, '__qualname__', func)!r} takes {self.ndim} indices"
+            )
         #: How far it reads along each of them.
         self.reach: tuple[int, ...] = radius if isinstance(radius, tuple) else (radius,) * self.ndim
         self.dtype = dtype

@@ -559,14 +559,14 @@ def _info(args: argparse.Namespace) -> int:
     from tilewise.io.reordered import reordered
 
     source = open_source(args.input, _storage_options(args.storage_option))
-    names = axes_of(source).names
+    names, tile = axes_of(source).names, args.tile
     if args.axes is not None:
         order = axes_order(args.axes, names, tuple(source.shape))
         source = reordered(source, order)
         names = None if names is None else tuple(names[i] for i in order)
-        if isinstance(args.tile, int):
-            args.tile = (args.tile,) * len(args.axes)
-    tile, halo = _tiling(args.tile, args.halo, source.shape)
+        if isinstance(tile, int):  # the size along each axis named
+            tile = (tile,) * len(args.axes)
+    tile, halo = _tiling(tile, args.halo, source.shape)
     tiled = source.shape[: len(tile)]
     pixel_bytes = math.prod(source.shape[len(tile) :]) * source.dtype.itemsize
     grid = Grid(shape=tiled, tile=tile, halo=halo)

@@ -14,17 +14,17 @@ import numpy as np
 
 from tilewise._optional import import_optional
 from tilewise.errors import ArgumentError
-from tilewise.io._files import OutputFile, fsync_dir
+from tilewise.io._files import fsync_dir
 from tilewise.io.axes import NO_AXES, UNIT_NAMES, Axes
 from tilewise.io.base import FileSink
-from tilewise.io.reordered import ReorderedSink
-from tilewise.io.zarr import OUTPUT_CONFIG, ZARR_TEMPORARY_GLOB, ZarrSink
+from tilewise.io.reordered import ReorderedSink, inverse
+from tilewise.io.zarr import OUTPUT_CONFIG, StoreOutput, ZarrSink
 
 #: NGFF's axis types, by name.
 AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 
 
-class OmeZarrOutput(OutputFile):
+class OmeZarrOutput(StoreOutput):
     """An output ``.ome.zarr``: an OME-Zarr image of one level, in the image's order of axes.
 
     Tiles are written into the level's array, ``0``, chunked by the tile,
@@ -52,8 +52,8 @@ class OmeZarrOutput(OutputFile):
         group = zarr.open_group(str(self.partial), mode="w")
         group.create_array(
             "0",
-            shape=_in_image_order(shape, order),
-            chunks=_in_image_order(chunks, order),
+            shape=tuple(shape[i] for i in inverse(order)),
+            chunks=tuple(chunks[i] for i in inverse(order)),
             dtype=dtype,
             dimension_names=names,
             config=OUTPUT_CONFIG,
@@ -70,14 +70,6 @@ class OmeZarrOutput(OutputFile):
                 f"not the {dtype} {shape} the journal recorded; it was changed since"
             )
         return sink
-
-    def leftovers(self) -> list[Path]:
-        found = list(self.partial.rglob(ZARR_TEMPORARY_GLOB)) if self.partial.is_dir() else []
-        return [*super().leftovers(), *found]
-
-    def publish(self) -> None:
-        fsync_dir(self.partial)
-        super().publish()
 
     def _order(self, ndim: int) -> tuple[int, ...]:
         return self.order if self.order is not None else tuple(range(ndim))
@@ -111,8 +103,3 @@ class OmeZarrOutput(OutputFile):
         scale = [self.axes.sizes.get(name, (1.0, None))[0] for name in names]
         datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]
         write_multiscales_metadata(group, datasets, axes=axes, name=self.path.stem)
-
-
-def _in_image_order(sizes: tuple[int, ...], order: tuple[int, ...]) -> tuple[int, ...]:
-    """``sizes`` of the run's dimensions in the image's order: run's j is image's ``order[j]``."""
-    return tuple(sizes[order.index(i)] for i in range(len(order)))

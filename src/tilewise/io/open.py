@@ -27,6 +27,7 @@ from tilewise.io.masked import MaskedSource, check_out, is_masked
 from tilewise.io.nodata import NodataRule, NodataSource
 from tilewise.io.npy import NpyOutput, NpySource
 from tilewise.io.ome_zarr_output import OmeZarrOutput
+from tilewise.io.reordered import inverse
 from tilewise.io.tiff import TiffOutput, TiffSource
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding
 from tilewise.io.tiff_stack import OmeTiffOutput, TiffStackSource, is_stack
@@ -199,7 +200,7 @@ def open_output(
     check_writable_parent(path, "out")
     if path.name.lower().endswith((*OME_TIFF_SUFFIXES, OME_ZARR_SUFFIX)):
         encoding.refuse(out)
-        image_axes = axes if order is None else _image_axes(axes, order)
+        image_axes = axes if order is None else axes.reordered(inverse(order))
         if path.name.lower().endswith(OME_ZARR_SUFFIX):
             return OmeZarrOutput(path, image_axes, order)
         return OmeTiffOutput(path, image_axes, order)
@@ -209,12 +210,6 @@ def open_output(
     if output_type is ZarrOutput:
         return ZarrOutput(path, georeference, nodata, dtype, axes)
     return output_type(path)
-
-
-def _image_axes(axes: Axes, order: tuple[int, ...]) -> Axes:
-    """The image's own axes, from ``axes`` as a run taking its dimensions in ``order`` has them."""
-    back = tuple(order.index(i) for i in range(len(order)))
-    return axes.reordered(back)
 
 
 def check_output_axes(output: FileOutput | None, tile: tuple[int, ...]) -> None:

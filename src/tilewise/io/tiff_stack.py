@@ -26,6 +26,7 @@ from tilewise.io._chunks import ChunkCache
 from tilewise.io._files import OutputFile, Reopening, fsync_dir, fsync_file, temporary_path
 from tilewise.io.axes import NO_AXES, Axes, ome_metadata, tiff_axes
 from tilewise.io.npy import NpySink
+from tilewise.io.reordered import inverse
 
 #: Image axes a plain TIFF holds: rows and columns, with samples after or before.
 IMAGE_AXES = ("YX", "YXS", "SYX")
@@ -104,8 +105,7 @@ class OmeTiffOutput(OutputFile):
         """Write the planes in the image's order of axes to a temporary file, then rename it."""
         result = np.load(self.partial, mmap_mode="r")
         axes = self._names(result.ndim)
-        back = tuple(np.argsort(self.order)) if self.order is not None else None
-        planes = result if back is None else np.transpose(result, back)
+        planes = result if self.order is None else np.transpose(result, inverse(self.order))
         temporary = temporary_path(self.path)
         _tifffile("writing .ome.tif files").imwrite(
             temporary,

@@ -311,7 +311,19 @@ def _check_target(
         nodata.for_output(dtype)  # dtype= given: refused now if it cannot hold it
 
 
-class ZarrOutput(OutputFile):
+class StoreOutput(OutputFile):
+    """An output that is a Zarr directory store: its leftovers and its publishing."""
+
+    def leftovers(self) -> list[Path]:
+        found = list(self.partial.rglob(ZARR_TEMPORARY_GLOB)) if self.partial.is_dir() else []
+        return [*super().leftovers(), *found]
+
+    def publish(self) -> None:
+        fsync_dir(self.partial)
+        super().publish()
+
+
+class ZarrOutput(StoreOutput):
     """An output ``.zarr`` directory store, one chunk per tile.
 
     A georeferenced input's CRS and transform go in the array's attributes
@@ -338,14 +350,6 @@ class ZarrOutput(OutputFile):
 
     def reopen(self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]) -> ZarrSink:
         return ZarrSink.reopen(self.partial, shape, dtype, tile)
-
-    def leftovers(self) -> list[Path]:
-        found = list(self.partial.rglob(ZARR_TEMPORARY_GLOB)) if self.partial.is_dir() else []
-        return [*super().leftovers(), *found]
-
-    def publish(self) -> None:
-        fsync_dir(self.partial)
-        super().publish()
 
 
 def _metadata(root: str) -> str:
