@@ -35,6 +35,7 @@ from tilewise.grid import Tile
 if TYPE_CHECKING:
     from tilewise._codegen import Compiler, Loop
     from tilewise._plan import Plan
+    from tilewise._slab_padding import SlabPadder
 
 #: Row strips when a kernel runs on a whole array: at least this many pixels
 #: each, so that a strip's fixed cost (~0.1 ms) stays small beside its work...
@@ -265,12 +266,13 @@ class Pixelwise:
         map_tiles in strips of rows, written straight into the result: an
         image kernel's strips on threads (each strip's compiled loop
         releases the GIL, so strips run in parallel); a volume kernel's
-        slabs of planes one after another, each loop on ``workers`` of
-        numba's threads, since only the loop numba compiles in parallel
-        vectorises there (measured: a 3x3x3 mean 4x faster, where an image
-        kernel's strips are faster on threads; see
-        :func:`tilewise._codegen._loop_function`). A kernel with
-        ``compile=False`` holds the GIL and runs on one thread.
+        slabs of planes one after another, each padded and computed on
+        ``workers`` of numba's threads, since only the loop numba compiles
+        in parallel vectorises there (measured: a 3x3x3 mean 4x faster,
+        where an image kernel's strips are faster on threads; see
+        :func:`tilewise._codegen._loop_function` and
+        :mod:`tilewise._slab_padding`). A kernel with ``compile=False``
+        holds the GIL and runs on one thread.
         """
         settings: dict[str, Any] = {
             "boundary": self.boundary,
@@ -290,18 +292,16 @@ class Pixelwise:
         rows, *across = image.shape[:k]  # rows of an image, planes of a volume
         strips = STRIPS_PER_WORKER * threads
         strip = (max(-(-STRIP_PIXELS // math.prod(across)), -(-rows // strips)), *across)
-        parallel = self.compile and k == 3
-        if parallel:  # one slab at a time, each on numba's threads
+        if self.compile and k == 3:  # one slab at a time, padded and computed on numba's threads
+            from tilewise._slab_padding import SlabPadder
+
+            padder = SlabPadder(image, self.reach, modes(self.boundary, k), self.cval)
             settings |= {"backend": "serial", "workers": None}
-        return map_tiles(
-            _IntoArray(self, out, threads if parallel else None),
-            image,
-            tile=strip,
-            halo=self.reach,
-            pass_tile=True,
-            out=out,
-            **settings,
-        )
+            into: Callable[..., np.ndarray] = _SlabsIntoArray(self, out, padder, threads)
+            halo: Any = 0  # the padder reads each slab's context itself
+        else:
+            into, halo = _IntoArray(self, out), self.reach
+        return map_tiles(into, image, tile=strip, halo=halo, pass_tile=True, out=out, **settings)
 
     def __reduce__(self) -> str | tuple[Any, ...]:
         if _importable_by_name(self):
@@ -399,17 +399,8 @@ class Pixelwise:
         self.compute_into(block, origin, out)
         return out
 
-    def compute_into(
-        self,
-        block: np.ndarray,
-        origin: tuple[int, ...],
-        out: np.ndarray,
-        threads: int | None = None,
-    ) -> None:
-        """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype.
-
-        ``threads``: run the loop on that many of numba's threads, not in this one.
-        """
+    def compute_into(self, block: np.ndarray, origin: tuple[int, ...], out: np.ndarray) -> None:
+        """Like :meth:`compute`, into ``out``, a C-contiguous array of the output's dtype."""
         k = self.ndim
         beyond = tuple(o + n for o, n in zip(origin, out.shape[:k], strict=True))
         after = np.subtract(block.shape[:k], beyond)
@@ -419,7 +410,7 @@ class Pixelwise:
                 f"pixels {origin} to {beyond} of a block of shape {block.shape} lack the "
                 f"radius={self.radius} pixels of context around them"
             )
-        loop = self.loop_for(block.dtype, block.shape, parallel=threads is not None)
+        loop = self.loop_for(block.dtype, block.shape)
         # The loop's pixels have exactly the radius around them, a constant of its code.
         window = tuple(
             slice(o - r, o + n + r)
@@ -428,16 +419,7 @@ class Pixelwise:
         # One compiled layout: C. A copy of an interior tile's strided view
         # costs less than the loop loses when the compiler cannot vectorise
         # loads of unknown stride, and it keeps compiling to once per dtype.
-        block = np.ascontiguousarray(block[window])
-        if threads is None:
-            loop(block, out)
-            return
-        import numba
-
-        # One parallel loop at a time: numba's default threading layer runs one.
-        with _PARALLEL_LOOP:
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-            loop(block, out)
+        loop(np.ascontiguousarray(block[window]), out)
 
     def _out_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         return tuple(shape) if self.outputs == 1 else (*shape, self.outputs)
@@ -465,12 +447,38 @@ class _IntoArray:
 
     kernel: Pixelwise
     out: np.ndarray
-    threads: int | None = None  # run each strip on numba's threads, not the tile's
 
     def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
-        window = self.out[tile.slices]  # full rows (or planes): C-contiguous
+        window = self.out[tile.slices]  # full rows: C-contiguous
         origin = tuple(before for before, _ in tile.margins)
-        self.kernel.compute_into(block, origin, window, self.threads)
+        self.kernel.compute_into(block, origin, window)
+        return window
+
+
+@dataclass(frozen=True)
+class _SlabsIntoArray:
+    """As :class:`_IntoArray` for a volume's slabs of planes, each run on numba's threads.
+
+    map_tiles hands it each slab's planes with no halo (a view it does not
+    read): the padder gathers the slab with its context, in parallel, and
+    the kernel's parallel loop computes it straight into ``out``.
+    """
+
+    kernel: Pixelwise
+    out: np.ndarray
+    padder: SlabPadder
+    threads: int
+
+    def __call__(self, block: np.ndarray, tile: Tile) -> np.ndarray:
+        import numba
+
+        planes = tile.slices[0]
+        window = self.out[planes]  # whole planes: C-contiguous
+        loop = self.kernel.loop_for(self.padder.volume.dtype, self.padder.volume.shape, True)
+        # One parallel loop at a time: numba's default threading layer runs one.
+        with _PARALLEL_LOOP:
+            numba.set_num_threads(min(self.threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+            loop(self.padder.pad(planes), window)
         return window
 
 
