@@ -35,6 +35,7 @@ from tilewise.io.nodata import NodataRule
 from tilewise.io.ome_zarr import Level0, level0
 from tilewise.io.retry import with_retries
 from tilewise.io.urls import StoreUrl, state_file
+from tilewise.io.zarr_chunks import ZarrChunks
 
 #: zarr stores that live in one process: an array in one cannot be written from another.
 PROCESS_LOCAL_STORES = ("MemoryStore", "GpuMemoryStore", "ZipStore")
@@ -142,7 +143,8 @@ class ZarrSource(Reopening):
             if array is None:
                 assert self.path is not None
                 array = self._array = _open(self.path, "r", "image")
-            cache = self._cache = ChunkCache(array, self.chunks[: len(window)])
+            chunks = ZarrChunks.of(array) or array
+            cache = self._cache = ChunkCache(chunks, self.chunks[: len(window)])
         if isinstance(self.path, StoreUrl):
             return with_retries(lambda: cache.read(*window), f"reading from {str(self.path)!r}")
         return cache.read(*window)
@@ -160,7 +162,8 @@ class ZarrSink(Reopening):
         self.dtype: np.dtype = np.dtype(array.dtype)
         self.chunks: tuple[int, ...] | None = tuple(array.shards or array.chunks)
         self._array = array
-        self._handles = ("_array",) if path is not None else ()
+        self._chunks = ZarrChunks.of(array)
+        self._handles = ("_array", "_chunks") if path is not None else ()
         store = type(array.store).__name__
         #: A user's array in a store of this process only (a MemoryStore) is written here.
         self.process_local = path is None and store in PROCESS_LOCAL_STORES
@@ -215,7 +218,11 @@ class ZarrSink(Reopening):
         array = self._array  # one read of the handle: another thread may close it
         if array is None:
             array = self._array = _open_output(self.path)  # type: ignore[arg-type]
-        if isinstance(self.path, StoreUrl):
+            self._chunks = ZarrChunks.of(array)
+        chunks = self._chunks
+        if chunks is not None:
+            chunks.write(window, data)
+        elif isinstance(self.path, StoreUrl):
             where = f"writing to {str(self.path)!r}"
             with_retries(lambda: array.__setitem__(window, data), where)
         else:
