@@ -10,6 +10,7 @@ import functools
 from pathlib import Path
 from typing import Any
 
+import dask.array
 import numpy as np
 import pytest
 import tifffile
@@ -18,6 +19,7 @@ from scipy import ndimage as ndi
 
 import tilewise
 from tests.commands import tilewise_command
+from tilewise.io.ome_zarr_output import LOWER_LEVELS
 
 #: A (T, Z, C, Y, X) stack and its OME metadata: physical sizes along x, y and z.
 STACK_SHAPE = (2, 7, 3, 40, 36)
@@ -258,11 +260,49 @@ def test_an_ome_zarr_image_is_read_at_level_0_and_written_back_as_one(tmp_path: 
     (node, *_) = Reader(parse_url(str(out)))()
     assert [a["name"] for a in node.metadata["axes"]] == ["c", "z", "y", "x"]
     assert node.metadata["axes"][1]["unit"] == "micrometer"
-    transforms = node.metadata["coordinateTransformations"][0]
-    assert transforms == [{"type": "scale", "scale": [1.0, 2.0, 0.5, 0.5]}]
-    (level,) = node.data
+    transforms = node.metadata["coordinateTransformations"]
+    assert len(node.data) == len(transforms) == 1 + LOWER_LEVELS
+    for i, (scale, shift) in enumerate(transforms):  # each level halves y and x again
+        factor = 2**i  # 64 and 48 pixels: halved exactly, four times
+        assert scale == {"type": "scale", "scale": [1.0, 2.0, 0.5 * factor, 0.5 * factor]}
+        centre = 0.5 * (factor - 1) / 2
+        assert shift == {"type": "translation", "translation": [0.0, 0.0, centre, centre]}
     zyx_first = np.moveaxis(data, 0, -1)  # (Z, Y, X, C)
-    np.testing.assert_array_equal(np.asarray(level), np.moveaxis(func(zyx_first), -1, 0))
+    np.testing.assert_array_equal(np.asarray(node.data[0]), np.moveaxis(func(zyx_first), -1, 0))
+
+
+def test_the_lower_levels_are_the_ones_ome_zarr_makes_from_level_0(tmp_path: Path) -> None:
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_image
+
+    source = zarr.create_array(
+        str(tmp_path / "in.zarr"), data=stack((2, 8, 70, 52)).astype(np.uint16),
+        chunks=(1, 4, 32, 32), dimension_names=("c", "z", "y", "x"),
+    )  # fmt: skip
+    chunks = (1, 4, 32, 24)
+    out = tilewise.map_tiles(
+        np.negative, tmp_path / "in.zarr", tile=chunks, out=tmp_path / "out.ome.zarr"
+    )
+    top = zarr.open_array(str(out / "0"), mode="r")
+    np.testing.assert_array_equal(top[...], np.negative(source[...]))
+    # ome-zarr's own pyramid of the same level 0, in the same chunks.
+    reference = zarr.group(store=parse_url(str(tmp_path / "ref.ome.zarr"), mode="w").store)
+    write_image(
+        image=dask.array.from_array(top[...], chunks=chunks), group=reference,
+        scale_factors=(2, 4, 8, 16), axes="czyx", storage_options={"chunks": chunks},
+    )  # fmt: skip
+    ours = zarr.open_group(str(out), mode="r")
+    levels = [
+        (group, group.attrs["ome"]["multiscales"][0]["datasets"]) for group in (ours, reference)
+    ]
+    (_, our_levels), (_, their_levels) = levels
+    assert len(our_levels) == len(their_levels) == 1 + LOWER_LEVELS
+    for mine, theirs in zip(our_levels, their_levels, strict=True):
+        assert mine["coordinateTransformations"] == theirs["coordinateTransformations"]
+        got, expected = ours[mine["path"]], reference[theirs["path"]]
+        assert got.shape == expected.shape
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got[...], expected[...])
 
 
 def test_info_shows_an_ome_zarr_images_levels_and_axes(tmp_path: Path) -> None:

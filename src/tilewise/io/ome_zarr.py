@@ -5,8 +5,8 @@ An OME-Zarr image is a Zarr group whose ``multiscales`` metadata (under
 names its axes (``t``, ``c``, ``z``, ``y``, ``x``) with their units; the
 first level's ``scale`` is the physical size of a pixel along each. tilewise
 reads the first level as any Zarr array, and carries those names and sizes
-(:mod:`tilewise.io.axes`). An ``.ome.zarr`` output is an OME-Zarr image of
-one level, its axes and scale those of the input
+(:mod:`tilewise.io.axes`). An ``.ome.zarr`` output is an OME-Zarr image
+with its pyramid, its axes and scale those of the input
 (:mod:`tilewise.io.ome_zarr_output`).
 """
 
