@@ -8,8 +8,8 @@ the codecs release the GIL. For the layout of most stores, zarr's default
 :class:`ZarrChunks` reads a chunk's file and decodes it with numcodecs, as
 zarr's own codec does, and writes an encoded chunk as zarr's local store
 does: to a temporary file renamed over the chunk's. The files are the ones
-zarr reads and writes, byte for byte. Any other selection, layout or store
-goes through zarr.
+zarr reads and writes, byte for byte (but for the time a gzip stream
+records). Any other selection, layout or store goes through zarr.
 """
 
 from __future__ import annotations
