@@ -536,13 +536,18 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.slow
 @pytest.mark.posix
 @pytest.mark.parametrize(
-    ("tile", "encoded_by"),
-    [(64, "the last step, from the uncompressed partial"), (256, "the workers")],
+    ("tile", "encoded_by", "cog"),
+    [
+        (64, "the last step, from the uncompressed partial", False),
+        (256, "the workers", False),
+        (256, "the workers", True),  # and their first overview, and the file the next is made of
+    ],
 )
 def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(
-    tile: int, encoded_by: str, tmp_path: Path
+    tile: int, encoded_by: str, cog: bool, tmp_path: Path
 ) -> None:
-    dem = dem_with_holes((tile * 3 + 8, tile * 3 + 38))  # 4 x 4 tiles
+    grid = 5 if cog else 4  # a COG of two overviews: one made by the workers, one at the end
+    dem = dem_with_holes((tile * (grid - 1) + 8, tile * (grid - 1) + 38))
     write_geotiff(tmp_path / "dem.tif", dem, nodata=NODATA, compress="deflate")
     (tmp_path / "tiles.py").write_text(TILE_FUNCTION)
     (tmp_path / "run.py").write_text(RUN_CLI)
@@ -558,6 +563,7 @@ def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(
     command = [
         sys.executable, "run.py", "apply", "tiles.py:mean3", "dem.tif", "out.tif",
         "--tile", str(tile), "--halo", "1", "--backend", "serial", "--compress", "zstd",
+        *(["--cog"] if cog else []),
     ]  # fmt: skip
     run = subprocess.Popen(command, cwd=tmp_path, env=env, start_new_session=True)
     try:
@@ -576,10 +582,23 @@ def test_a_compressed_run_killed_with_sigkill_resumes_to_the_same_pixels(
         [*command, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
     )
     assert resumed.returncode == 0, resumed.stderr
-    assert len((tmp_path / "second.log").read_text().splitlines()) == 4 * 4 - 5
+    assert len((tmp_path / "second.log").read_text().splitlines()) == grid * grid - 5
     data, raster = read_back(tmp_path / "out.tif")
     assert raster.compression.name == "zstd"
     np.testing.assert_array_equal(data, expected(dem, NODATA, NODATA))
+    if cog:
+        uninterrupted = tilewise.map_tiles(
+            mean3, tmp_path / "dem.tif", tile=tile, halo=1, out=tmp_path / "whole.tif",
+            compression="zstd", cog=True,
+        )  # fmt: skip
+        assert raster.overviews == [2, 4]
+        for overview in (0, 1):
+            with (
+                rasterio.open(tmp_path / "out.tif", overview_level=overview) as resumed_level,
+                rasterio.open(uninterrupted, overview_level=overview) as whole_level,
+            ):
+                np.testing.assert_array_equal(resumed_level.read(), whole_level.read())
+        uninterrupted.unlink()
     left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out"))
     assert left == ["out.tif"]
     assert math.isfinite(raster.nodata)

@@ -303,11 +303,18 @@ class Journal:
         with self._wake:
             self._pending.append(tile)
 
-    def close(self) -> None:
-        """Commit what is pending, then stop; raises a commit's error."""
+    def close(self, record_pending: bool = True) -> None:
+        """Commit what is pending (unless ``record_pending`` is False), then stop.
+
+        Raises a commit's error. A run that publishes its output next need
+        not record its last tiles: publishing forces the output to disk, and
+        if it fails, those tiles are computed again.
+        """
         if self._thread is not None:
             with self._wake:
                 self._closing = True
+                if not record_pending:
+                    self._pending = []
                 self._wake.notify()
             self._thread.join()
         self._file.close()
@@ -432,7 +439,7 @@ class ResumableRun:
         try:
             if self._journal is not None:
                 try:
-                    self._journal.close()
+                    self._journal.close(record_pending=exc_type is not None)
                 except Exception:
                     if exc_type is None:
                         raise

@@ -53,8 +53,15 @@ from tilewise.io._files import (
     temporary_path,
 )
 from tilewise.io.base import Window
-from tilewise.io.geo import NO_GEOREFERENCE, ExtraTag, Georeference, read_georeference
+from tilewise.io.geo import (
+    GDAL_NODATA,
+    NO_GEOREFERENCE,
+    ExtraTag,
+    Georeference,
+    read_georeference,
+)
 from tilewise.io.nodata import NodataRule
+from tilewise.io.overviews import Downsampling, Pyramid
 from tilewise.io.retry import with_retries
 from tilewise.io.tiff_chunks import TiffChunks, decodes_directly
 from tilewise.io.tiff_encode import AS_WRITTEN, Encoding, check_encodable, encode, write_cog
@@ -395,12 +402,10 @@ class TiffOutput(OutputFile):
         _check_storable(self.path, shape, dtype)
         extratags = self._carried_tags(shape, dtype)
         self._shape, self._dtype = shape, dtype
-        tiff_tile = worker_tiff_tile(self.encoding, shape, tile)
-        if tiff_tile is not None:
+        tiles = self._encoded_tiles(shape, dtype, tile)
+        if tiles is not None:
             self._extratags = extratags
-            self._tiles = EncodedTilesSink.create(
-                self.partial, shape, dtype, self.encoding, tiff_tile
-            )
+            self._tiles = EncodedTilesSink.create(self.partial, *tiles)
             return self._tiles
         return TiffSink.create(self.partial, shape, dtype, extratags)
 
@@ -408,14 +413,26 @@ class TiffOutput(OutputFile):
         self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]
     ) -> TiffSink | EncodedTilesSink:
         self._shape, self._dtype = shape, dtype
-        tiff_tile = worker_tiff_tile(self.encoding, shape, tile)
-        if tiff_tile is not None:
+        tiles = self._encoded_tiles(shape, dtype, tile)
+        if tiles is not None:
             self._extratags = self._carried_tags(shape, dtype)
-            self._tiles = EncodedTilesSink.reopen(
-                self.partial, shape, dtype, self.encoding, tiff_tile
-            )
+            self._tiles = EncodedTilesSink.reopen(self.partial, *tiles)
             return self._tiles
         return TiffSink.reopen(self.partial, shape, dtype)
+
+    def _encoded_tiles(
+        self, shape: tuple[int, ...], dtype: np.dtype, tile: tuple[int, ...]
+    ) -> tuple[Any, ...] | None:
+        """The arguments of the sink of tiles the workers encode, or None when they cannot."""
+        tiff_tile = worker_tiff_tile(self.encoding, shape, tile)
+        if tiff_tile is None:
+            return None
+        pyramid = None
+        if self.encoding.cog:
+            nodata = None if self.nodata is None else self.nodata.for_output(dtype)
+            downsampling = Downsampling(self.encoding.overview_resampling, nodata)
+            pyramid = Pyramid.plan(shape, tile, downsampling)
+        return (shape, dtype, self.encoding, tiff_tile, tile, pyramid)
 
     def _carried_tags(self, shape: tuple[int, ...], dtype: np.dtype) -> list[ExtraTag]:
         """The input's georeferencing and the output's nodata, as the output's TIFF tags."""
@@ -431,8 +448,8 @@ class TiffOutput(OutputFile):
         assert self._dtype is not None
         encoded = temporary_path(self.path)
         if self._tiles is not None:
-            written = self._tiles.encoded_bytes()
-            self._tiles.assemble(encoded, self._extratags, photometric(self._shape), written)
+            nodata = [tag for tag in self._extratags if tag[0] == GDAL_NODATA]
+            self._tiles.assemble(encoded, self._extratags, nodata, photometric(self._shape))
         elif self.encoding.cog:
             write_cog(self.partial, encoded, self.encoding)
         else:
